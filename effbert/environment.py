@@ -1,0 +1,100 @@
+"""What a record was measured on: device, driver, library versions, git SHA, GPU state."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+from functools import cache
+
+import torch
+
+from effbert.config import PROJ_ROOT
+
+LIBRARIES = ("torch", "transformers", "zeus", "torchao", "datasets", "evaluate")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks the first CUDA GPU when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device {device!r} asks for a CUDA GPU and torch sees none "
+            f"(torch {torch.__version__}); use device: auto or cpu, or profile smoke"
+        )
+    return resolved
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+@cache
+def git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=PROJ_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    sha = out.stdout.strip() if out.returncode == 0 else "unknown"
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=PROJ_ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return f"{sha}-dirty" if dirty and sha != "unknown" else sha
+
+
+def _nvml_handle(device: torch.device):
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml, pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+    except Exception:  # no NVML: a CPU run, or a driver without it
+        return None, None
+
+
+def describe(device: torch.device) -> dict[str, object]:
+    """Static facts about the run's device and software."""
+    env: dict[str, object] = {
+        "device": device.type,
+        "python": platform.python_version(),
+        "git_sha": git_sha(),
+        **{name: _version(name) for name in LIBRARIES},
+    }
+    if device.type == "cuda":
+        env["device_name"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+        nvml, handle = _nvml_handle(device)
+        if handle is not None:
+            env["driver"] = nvml.nvmlSystemGetDriverVersion()
+            env["power_limit_w"] = nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000
+    else:
+        env["device_name"] = platform.processor() or platform.machine()
+        env["cpu_threads"] = torch.get_num_threads()
+    return env
+
+
+def gpu_state(device: torch.device) -> dict[str, float]:
+    """GPU temperature and SM clock now (empty off the GPU)."""
+    if device.type != "cuda":
+        return {}
+    nvml, handle = _nvml_handle(device)
+    if handle is None:
+        return {}
+    return {
+        "gpu_temp_c": float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)),
+        "sm_clock_mhz": float(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM)),
+    }

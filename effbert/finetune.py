@@ -1,0 +1,229 @@
+"""Fine-tune a base DistilBERT on a GLUE task's train split, for hosts without task checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from effbert import data, metrics, models
+from effbert.bench import predict
+from effbert.config import resolve_path
+from effbert.environment import resolve_device
+from effbert.tasks import GlueTask, get_task
+
+REPORT_FILE = "effbert_finetune.json"
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """AdamW with linear warmup and decay; bf16 autocast on a GPU."""
+
+    epochs: float = 3.0
+    lr: float = 3e-5
+    batch_size: int = 32
+    max_length: int = 128
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 0
+
+
+def per_task(values: dict, task: GlueTask, fallback):
+    """A per-task profile value: the task's own, else the ``default`` entry, else ``fallback``."""
+    for key in (task.name, task.model_task, "default"):
+        if key in values:
+            return values[key]
+    return fallback
+
+
+def _label_config(task: GlueTask) -> dict:
+    if task.is_regression:
+        return {"num_labels": 1, "problem_type": "regression"}
+    return {
+        "num_labels": task.num_labels,
+        "id2label": dict(enumerate(task.label_names)),
+        "label2id": {name: i for i, name in enumerate(task.label_names)},
+    }
+
+
+def finetune(
+    base_model: str,
+    task: GlueTask,
+    train_rows: pd.DataFrame,
+    out_dir: Path,
+    settings: FinetuneSettings,
+    device: torch.device,
+) -> dict:
+    """Train ``base_model`` on ``train_rows`` and save a checkpoint with GLUE label names.
+
+    A checkpoint already in ``out_dir`` from the same base model and settings is reused.
+
+    Returns:
+        A report: task, settings, wall time of the fine-tune, whether it was reused.
+    """
+    from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
+
+    out_dir = Path(out_dir)
+    report_path = out_dir / REPORT_FILE
+    identity = {"task": task.model_task, "base_model": str(base_model),
+                "train_rows": len(train_rows), "settings": asdict(settings)}
+    if report_path.exists():
+        previous = json.loads(report_path.read_text())
+        if {k: previous.get(k) for k in identity} == identity:
+            return {**previous, "reused": True}
+
+    torch.manual_seed(settings.seed)
+    tokenizer = models.load_tokenizer(base_model)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_model, **_label_config(task)
+    ).to(device)
+    batches = data.make_batches(tokenizer, train_rows, settings.batch_size, "longest",
+                                settings.max_length)
+    labels = torch.tensor(train_rows["label"].to_numpy(),
+                          dtype=torch.float32 if task.is_regression else torch.long)
+    steps = math.ceil(settings.epochs * len(batches))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr,
+                                  weight_decay=settings.weight_decay)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * steps), steps)
+    generator = torch.Generator().manual_seed(settings.seed)
+
+    start = time.perf_counter()
+    model.train()
+    progress = tqdm(total=steps, desc=f"fine-tune {task.model_task}", unit="step")
+    step = 0
+    while step < steps:
+        for index in torch.randperm(len(batches), generator=generator).tolist():
+            if step == steps:
+                break
+            batch = batches[index].to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = model(**batch.inputs(), labels=labels[batch.row_index].to(device)).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            progress.update()
+            if step % 50 == 0:
+                progress.set_postfix(loss=f"{loss.item():.3f}")
+    progress.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    train_time_s = time.perf_counter() - start
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    report = {**identity, "train_time_s": train_time_s, "steps": steps,
+              "device_name": device_name, "reused": False}
+    report_path.write_text(json.dumps(report, indent=1))
+    return report
+
+
+def score(checkpoint: Path, task: GlueTask, dev_rows: pd.DataFrame, device: torch.device,
+          max_length: int = 128) -> dict[str, float]:
+    """The task's dev metrics of a saved checkpoint, in fp32."""
+    prepared = models.prepare(str(checkpoint), task, models.get_technique("fp32"), device)
+    tokenizer = models.load_tokenizer(str(checkpoint))
+    batches = data.make_batches(tokenizer, dev_rows, 64, "longest", max_length)
+    scores, _ = metrics.compute(task, predict(prepared, batches, len(dev_rows)),
+                                dev_rows["label"].to_numpy())
+    return scores
+
+
+@dataclass
+class Plan:
+    """The fine-tuning notebook's work: one checkpoint per task that has train data.
+
+    Field names are the notebook's parameter names (``Plan.from_namespace(globals())``).
+    """
+
+    profile: str = "smoke"
+    reports_dir: str = "reports"
+    device: str = "auto"
+    tasks: list = field(default_factory=lambda: ["sst2"])
+    on_missing_task: str = "error"
+    data_source: str = "synthetic"
+    glue_dir: str = ""
+    max_samples: int = 0
+    seed: int = 0
+    base_model: str = ""
+    checkpoints_dir: str = ""
+    finetune_epochs: dict = field(default_factory=lambda: {"default": 3})
+    finetune_lr: dict = field(default_factory=lambda: {"default": 3e-5})
+    finetune_batch_size: dict = field(default_factory=lambda: {"default": 32})
+    finetune_max_train_samples: int = 0
+
+    @classmethod
+    def from_namespace(cls, namespace: dict) -> Plan:
+        return cls(**{f.name: namespace[f.name] for f in fields(cls) if f.name in namespace})
+
+    def __post_init__(self) -> None:
+        if self.base_model and not self.checkpoints_dir:
+            raise ValueError("base_model is set: also set checkpoints_dir, where checkpoints go")
+
+    def settings(self, task: GlueTask) -> FinetuneSettings:
+        return FinetuneSettings(
+            epochs=float(per_task(self.finetune_epochs, task, 3)),
+            lr=float(per_task(self.finetune_lr, task, 3e-5)),
+            batch_size=int(per_task(self.finetune_batch_size, task, 32)),
+            seed=self.seed,
+        )
+
+    def _rows(self, task: GlueTask, split: str) -> pd.DataFrame:
+        glue_dir = resolve_path(self.glue_dir) if self.glue_dir else ""
+        limit = self.finetune_max_train_samples if split == "train" else self.max_samples
+        return data.load_split(task, self.data_source, split=split, glue_dir=glue_dir,
+                               max_samples=limit, seed=self.seed)
+
+    def overview(self) -> pd.DataFrame:
+        """Per task: whether it has train data, and the settings it would be trained with."""
+        rows = []
+        for name in self.tasks_to_train():
+            task = get_task(name)
+            try:
+                n_train, problem = len(self._rows(task, "train")), ""
+            except data.DataError as err:
+                n_train, problem = 0, str(err)
+            rows.append({"task": name, "train_rows": n_train, "problem": problem,
+                         **asdict(self.settings(task))})
+        return pd.DataFrame(rows)
+
+    def tasks_to_train(self) -> list[str]:
+        return self.tasks if self.base_model else []
+
+    def run(self) -> pd.DataFrame:
+        """Fine-tune (or reuse) and score each task; a task without train data is skipped
+        when ``on_missing_task`` is ``skip``."""
+        device = resolve_device(self.device)
+        reports = []
+        for name in self.tasks_to_train():
+            task = get_task(name)
+            try:
+                train_rows, dev_rows = self._rows(task, "train"), self._rows(task, "dev")
+            except data.DataError:
+                if self.on_missing_task == "skip":
+                    continue
+                raise
+            out_dir = resolve_path(self.checkpoints_dir) / task.model_task
+            report = finetune(self.base_model, task, train_rows, out_dir,
+                              self.settings(task), device)
+            scores = score(out_dir, task, dev_rows, device)
+            reports.append({
+                "task": name,
+                "metric": task.primary_metric,
+                "dev_metric": scores[task.primary_metric],
+                "dev_metrics": scores,
+                "train_time_s": report["train_time_s"],
+                "reused": report["reused"],
+                "checkpoint": str(out_dir),
+            })
+        return pd.DataFrame(reports)

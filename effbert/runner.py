@@ -1,0 +1,229 @@
+"""Execute the notebooks with a profile's parameters: ``python -m effbert run --profile smoke``.
+
+Each ``notebooks/NN-verb-object.py`` is read with jupytext, executed by papermill with the
+profile's values for the parameters it declares, saved to ``reports/executed/<stem>.ipynb`` and
+converted to ``reports/<stem>.html``; ``reports/index.html`` links them in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from effbert import config as cfg
+
+NOTEBOOK_GLOB = "[0-9][0-9]-*.py"
+RUNNER_PARAMETERS = ("reports_dir", "force")  # set by the runner, not by profiles
+
+
+@dataclass
+class NotebookRun:
+    stem: str
+    status: str  # "ok", "failed" or "not run"
+    message: str = ""
+
+
+def notebook_paths(notebooks_dir: Path = cfg.NOTEBOOKS_DIR) -> list[Path]:
+    return sorted(Path(notebooks_dir).glob(NOTEBOOK_GLOB))
+
+
+def read_notebook(path: Path):
+    import jupytext
+
+    nb = jupytext.read(path)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def declared_parameters(path: Path) -> dict[str, Any]:
+    """Parameter name -> default value, from the notebook's cell tagged ``parameters``."""
+    import ast
+
+    import papermill as pm
+
+    nb = read_notebook(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / f"{path.stem}.ipynb"
+        copy.write_text(json.dumps(nb))
+        inferred = pm.inspect_notebook(str(copy))
+    return {name: ast.literal_eval(p["default"]) for name, p in inferred.items()}
+
+
+def all_parameters(paths: list[Path]) -> dict[Path, dict[str, Any]]:
+    return {path: declared_parameters(path) for path in paths}
+
+
+def check_can_run(profile: dict[str, Any]) -> None:
+    """Stop at once when the profile needs a GPU or the Hub and this machine lacks them."""
+    missing = []
+    if str(profile.get("device", "auto")).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            missing.append("a CUDA GPU (device: cuda; torch sees none)")
+    if _uses_hub(profile) and not hub_reachable():
+        missing.append("the Hugging Face Hub (huggingface.co is unreachable or HF_HUB_OFFLINE=1)")
+    if missing:
+        raise cfg.ProfileError(
+            f"profile {profile['profile']!r} cannot run here: it needs {' and '.join(missing)}. "
+            "On this machine run `make smoke` (profile smoke); with a GPU but no Hub, "
+            "profile offline-gpu"
+        )
+
+
+def _uses_hub(profile: dict[str, Any]) -> bool:
+    if profile.get("data_source") == "hub":
+        return True
+    specs = list((profile.get("checkpoints") or {}).values()) + [profile.get("base_model", "")]
+    return any(spec and "/" in str(spec) and not Path(str(spec)).exists() for spec in specs)
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
+        return False
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("//")[-1].split("/")[0]
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def validated_profile(
+    profile_name: str, notebooks_dir: Path = cfg.NOTEBOOKS_DIR
+) -> tuple[dict[str, Any], dict[Path, dict[str, Any]]]:
+    """Load a profile and check it against every notebook's parameters and this machine.
+
+    Returns:
+        The profile, and each notebook's declared parameters.
+
+    Raises:
+        ProfileError: an unknown key, a wrong type, or a GPU or Hub this machine lacks.
+    """
+    profile = cfg.load_profile(profile_name)
+    declared = all_parameters(notebook_paths(notebooks_dir))
+    union = {k: v for params in declared.values() for k, v in params.items()}
+    cfg.validate_profile(profile, {k: v for k, v in union.items() if k not in RUNNER_PARAMETERS})
+    check_can_run(profile)
+    return profile, declared
+
+
+def run_profile(
+    profile_name: str,
+    reports_dir: str | Path = cfg.REPORTS_DIR,
+    force: bool = False,
+    only: list[str] | None = None,
+    notebooks_dir: Path = cfg.NOTEBOOKS_DIR,
+) -> list[NotebookRun]:
+    """Validate the profile against every notebook, then execute the notebooks in order.
+
+    Raises:
+        ProfileError: an unknown key or wrong type, before any notebook runs.
+    """
+    profile, declared = validated_profile(profile_name, notebooks_dir)
+    paths = list(declared)
+    if only:
+        paths = [p for p in paths if any(p.stem.startswith(o) for o in only)]
+    out = cfg.reports_paths(reports_dir)
+    runs = [NotebookRun(p.stem, "not run") for p in paths]
+    given = {**profile, "reports_dir": str(out["root"]), "force": force}
+    for path, run in zip(paths, runs):
+        parameters = {k: v for k, v in given.items() if k in declared[path]}
+        run.status, run.message = _execute(path, parameters, out)
+        if run.status == "failed":
+            break
+    write_index(out["root"], runs, profile["profile"])
+    return runs
+
+
+def _execute(path: Path, parameters: dict[str, Any], out: dict[str, Path]) -> tuple[str, str]:
+    import papermill as pm
+
+    out["executed"].mkdir(parents=True, exist_ok=True)
+    executed = out["executed"] / f"{path.stem}.ipynb"
+    print(f"== {path.stem}", flush=True)
+    status, message = "ok", ""
+    try:
+        pm.execute_notebook(
+            read_notebook(path),
+            str(executed),
+            parameters=parameters,
+            kernel_name="python3",
+            cwd=str(path.parent),
+            progress_bar=True,
+            log_output=False,
+        )
+    except pm.PapermillExecutionError as err:
+        status = "failed"
+        message = f"cell {err.cell_index} (In [{err.exec_count}]): {err.ename}: {err.evalue}"
+    to_html(executed, out["root"] / f"{path.stem}.html")
+    return status, message
+
+
+def to_html(executed: Path, target: Path) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    target.write_text(body)
+
+
+def write_index(root: Path, runs: list[NotebookRun], profile: str) -> Path:
+    items = "\n".join(
+        f'<li><a href="{html.escape(r.stem)}.html">{html.escape(r.stem)}</a> — {r.status}'
+        + (f"<pre>{html.escape(r.message)}</pre>" if r.message else "")
+        + "</li>"
+        for r in runs
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>effbert · {profile}</title>"
+        f"</head><body><h1>effbert report · profile {html.escape(profile)}</h1>"
+        f"<ol>{items}</ol><p>Results: <a href='results/results.csv'>results.csv</a>, "
+        f"<a href='results/summary.csv'>summary.csv</a>; figures in "
+        f"<a href='figures/'>figures/</a>.</p></body></html>"
+    )
+    path = Path(root) / "index.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m effbert", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute the notebooks with a profile")
+    run.add_argument("--profile", default="smoke", help="name in params/ or a .yaml path")
+    run.add_argument("--reports-dir", default=str(cfg.REPORTS_DIR))
+    run.add_argument("--force", action="store_true", help="re-measure finished cells")
+    run.add_argument("--only", nargs="*", help="notebook stems (or prefixes) to run")
+    check = sub.add_parser("check", help="validate a profile without running anything")
+    check.add_argument("--profile", default="smoke")
+    sub.add_parser("params", help="list the parameters the notebooks declare")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "params":
+            for path, params in all_parameters(notebook_paths()).items():
+                print(f"{path.stem}: {', '.join(params)}")
+            return 0
+        if args.command == "check":
+            profile, _ = validated_profile(args.profile)
+            print(f"profile {profile['profile']!r} is valid and can run here")
+            return 0
+        runs = run_profile(args.profile, args.reports_dir, args.force, args.only)
+    except cfg.ProfileError as err:
+        print(f"effbert: {err}", file=sys.stderr)
+        return 2
+    failed = [r for r in runs if r.status == "failed"]
+    for r in failed:
+        print(f"effbert: notebook {r.stem} failed at {r.message}; see "
+              f"{Path(args.reports_dir) / 'executed' / (r.stem + '.ipynb')}", file=sys.stderr)
+    return 1 if failed else 0

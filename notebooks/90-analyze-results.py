@@ -1,0 +1,69 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Analyze the results
+# > Which techniques make DistilBERT cheaper in energy, and at what cost in accuracy.
+#
+# Reads only the records the measurement notebooks wrote; it never touches the GPU, so it
+# re-runs anywhere in seconds.
+
+# %% tags=["parameters"]
+profile: str = "smoke"  # the profile whose records are analyzed
+reports_dir: str = "reports"  # results, figures and reports go here (set by the runner)
+baseline_technique: str = "fp32"  # techniques are compared with this one
+
+# %% [markdown]
+# ## Setup
+
+# %%
+from effbert import config, plots, results
+
+paths = config.reports_paths(reports_dir)
+trials = results.read_results(paths["results"], profile)
+summary = results.summarize(trials)
+provenance = results.provenance(trials)
+provenance
+
+# %% [markdown]
+# ## Results
+# One row per cell: means with 95% confidence half-widths over the trials.
+
+# %%
+results.comparison(summary, baseline_technique)
+
+# %%
+figures = plots.save_all(summary, paths["figures"], baseline_technique)
+[str(p.relative_to(paths["root"])) for p in figures]
+
+# %%
+from IPython.display import Image, display
+
+for path in figures:
+    display(Image(filename=str(path)))
+
+# %% [markdown]
+# Cells flagged for trial-to-trial variation above `max_cv`, and cells that were skipped:
+
+# %%
+summary[summary["cv_flag"]][["task", "technique", "batch_size"]]
+
+# %%
+trials[trials["status"] == "skipped"][["task", "technique", "reason"]].drop_duplicates()
+
+# %% [markdown]
+# ## Checks
+
+# %%
+assert all(p.exists() and p.stat().st_size > 0 for p in figures)
+assert not summary.empty, f"no measured cell in profile {profile}"
