@@ -8,6 +8,7 @@ metric come from separate, unmeasured passes over the same model and batches.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from effbert import data, energy, environment, metrics, models, results
 from effbert.tasks import GlueTask, get_task
 
 J_PER_KWH = 3.6e6
+
+logger = logging.getLogger(__name__)
 
 
 def ci95_half_width(values) -> float:
@@ -348,6 +351,8 @@ class Study:
         Returns:
             Per cell: the task metric, the baseline's, and their difference.
         """
+        failed = trials[trials["status"] == "failed"]
+        assert failed.empty, f"cells failed:\n{failed[['task', 'technique', 'reason']]}"
         skipped = trials[trials["status"] == "skipped"]
         assert (skipped["reason"].str.len() > 0).all(), "a skipped cell gives no reason"
         ok = trials[trials["status"] == "ok"]
@@ -393,7 +398,15 @@ class Study:
                 reason = str(err)
         if reason is not None:
             return self._save(config, status="skipped", reason=reason)
-        record = self._measure(task, technique, batch_size, checkpoint, cache[task.name])
+        try:
+            record = self._measure(task, technique, batch_size, checkpoint, cache[task.name])
+        except (data.DataError, models.ModelError, ValueError):
+            raise  # the profile's inputs are wrong: stop and say so
+        except Exception as err:  # the technique broke on this device: record it, go on
+            logger.exception("%s %s bs=%s failed", task.name, technique_name, batch_size)
+            if self.torch_device.type == "cuda":
+                torch.cuda.empty_cache()
+            return self._save(config, status="failed", reason=f"{type(err).__name__}: {err}")
         return self._save(config, status="ok", **record)
 
     def _measure(self, task, technique, batch_size, checkpoint, rows: pd.DataFrame) -> dict:

@@ -27,7 +27,7 @@ RUNNER_PARAMETERS = ("reports_dir", "force")  # set by the runner, not by profil
 @dataclass
 class NotebookRun:
     stem: str
-    status: str  # "ok", "failed" or "not run"
+    status: str  # "ok", "failed", "not run", or "earlier run" (not selected by --only)
     message: str = ""
 
 
@@ -125,21 +125,27 @@ def run_profile(
 ) -> list[NotebookRun]:
     """Validate the profile against every notebook, then execute the notebooks in order.
 
+    A failing notebook does not stop the later ones (each reads what is on disk); the runs
+    say which failed and where.
+
     Raises:
         ProfileError: an unknown key or wrong type, before any notebook runs.
     """
     profile, declared = validated_profile(profile_name, notebooks_dir)
     paths = list(declared)
-    if only:
-        paths = [p for p in paths if any(p.stem.startswith(o) for o in only)]
     out = cfg.reports_paths(reports_dir)
-    runs = [NotebookRun(p.stem, "not run") for p in paths]
+    selected = [p for p in paths if not only or any(p.stem.startswith(o) for o in only)]
+    runs = [
+        NotebookRun(p.stem, "earlier run" if (out["executed"] / f"{p.stem}.ipynb").exists()
+                    else "not run")
+        for p in paths
+    ]
     given = {**profile, "reports_dir": str(out["root"]), "force": force}
     for path, run in zip(paths, runs):
+        if path not in selected:
+            continue
         parameters = {k: v for k, v in given.items() if k in declared[path]}
         run.status, run.message = _execute(path, parameters, out)
-        if run.status == "failed":
-            break
     write_index(out["root"], runs, profile["profile"])
     return runs
 

@@ -1,0 +1,89 @@
+"""Does effbert's cell measurement add energy? Side by side on one GPU, in one run.
+
+Measures the same fp16 DistilBERT loop over a task's dev batches two ways, alternating:
+  effbert: ``bench.measure_windows`` with the NVML meter (the path every notebook uses);
+  bare:    one Zeus window around a bare loop of the same number of passes.
+Prints energy per sample of each and their ratio (goal: within 2% of 1).
+
+    python scripts/bench_overhead.py --checkpoint models/finetuned/sst2 --glue-dir GLUE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import torch
+
+from effbert import bench, data, energy, models
+from effbert.tasks import get_task
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", default=models.TINY_RANDOM)
+    parser.add_argument("--task", default="sst2")
+    parser.add_argument("--glue-dir", default="", help="glue_data folder; synthetic rows if empty")
+    parser.add_argument("--rounds", type=int, default=5, help="effbert/bare pairs")
+    parser.add_argument("--window-s", type=float, default=2.0)
+    parser.add_argument("--json", help="write the numbers here too")
+    args = parser.parse_args()
+
+    device = torch.device("cuda:0")
+    task = get_task(args.task)
+    rows = data.load_split(task, "local" if args.glue_dir else "synthetic", glue_dir=args.glue_dir)
+    tokenizer = models.load_tokenizer(args.checkpoint)
+    batches = data.make_batches(tokenizer, rows, 16, "max_length", 128)
+    prepared = models.prepare(args.checkpoint, task, models.get_technique("fp16"), device)
+    inputs = [b.to(device).inputs() for b in batches]
+    forward = prepared.forward()
+    samples_per_pass = sum(b.n_samples for b in batches)
+
+    def run_pass() -> None:
+        for batch in inputs:
+            forward(batch)
+
+    meter = energy.make_meter(device, "nvml")
+    from zeus.monitor import ZeusMonitor
+
+    bare = ZeusMonitor(gpu_indices=[0], cpu_indices=[])
+    settings = bench.MeasureSettings(warmup_s=2.0, trials=2, min_window_s=args.window_s)
+    effbert_j, bare_j = [], []
+    with prepared.context():
+        for _ in range(args.rounds):
+            windows = bench.measure_windows(run_pass, meter, settings)
+            passes = sum(w.passes for w in windows)
+            effbert_j.append(sum(w.energy_j for w in windows) / (passes * samples_per_pass))
+            for _ in range(passes // 2):  # warm as the effbert trial was
+                run_pass()
+            bare.begin_window("bare")
+            for _ in range(passes):
+                run_pass()
+            m = bare.end_window("bare")
+            bare_j.append(m.gpu_energy[0] / (passes * samples_per_pass))
+
+    ratios = [e / b for e, b in zip(effbert_j, bare_j)]
+    result = {
+        "device": torch.cuda.get_device_name(device),
+        "checkpoint": args.checkpoint,
+        "task": task.name,
+        "samples_per_pass": samples_per_pass,
+        "effbert_mj_per_sample": [1000 * x for x in effbert_j],
+        "bare_mj_per_sample": [1000 * x for x in bare_j],
+        "ratio_mean": statistics.mean(ratios),
+        "ratio_ci95": bench.ci95_half_width(ratios),
+    }
+    print(f"device {result['device']}, fp16, {task.name} dev, batch 16, padded to 128")
+    for i, (e, b) in enumerate(zip(effbert_j, bare_j)):
+        print(f"round {i}: effbert {1000 * e:.3f} mJ/sample  bare {1000 * b:.3f} mJ/sample  "
+              f"ratio {e / b:.4f}")
+    print(f"effbert / bare energy per sample: {result['ratio_mean']:.4f} "
+          f"± {result['ratio_ci95']:.4f} (95% CI, {len(ratios)} rounds)")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+class FakeMonitor:
+    """Stands in for zeus' ZeusMonitor: energy grows at ``power_w`` with a fake clock."""
+
+    def __init__(self, clock, power_w=100.0, source="gpu", zero_windows=0):
+        self.clock = clock
+        self.power_w = power_w
+        self.source = source
+        self.zero_windows = zero_windows
+        self.gpus = [object()]
+        self.cpu_indices = [0] if source == "cpu" else []
+        self.open = {}
+
+    def begin_window(self, key, sync_execution=True, restart=False):
+        self.open[key] = self.clock()
+
+    def end_window(self, key, sync_execution=True, cancel=False):
+        from zeus.monitor.energy import Measurement
+
+        elapsed = self.clock() - self.open.pop(key)
+        joules = 0.0 if self.zero_windows > 0 else self.power_w * elapsed
+        self.zero_windows -= 1
+        if self.source == "gpu":
+            return Measurement(time=elapsed, gpu_energy={0: joules})
+        return Measurement(time=elapsed, gpu_energy={}, cpu_energy={0: joules * 0.75},
+                           dram_energy={0: joules * 0.25})
+
+
+class FakeClock:
+    """A clock that advances only when work runs."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
