@@ -170,7 +170,10 @@ def _execute(path: Path, parameters: dict[str, Any], out: dict[str, Path]) -> tu
     except pm.PapermillExecutionError as err:
         status = "failed"
         message = f"cell {err.cell_index} (In [{err.exec_count}]): {err.ename}: {err.evalue}"
-    to_html(executed, out["root"] / f"{path.stem}.html")
+    try:
+        to_html(executed, out["root"] / f"{path.stem}.html")
+    except Exception as err:  # the executed notebook is kept; only its HTML view is missing
+        message += f" (no HTML: {type(err).__name__}: {err})"
     return status, message
 
 
