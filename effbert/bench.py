@@ -62,7 +62,7 @@ class MeasureSettings:
             as long, before failing.
     """
 
-    warmup_s: float = 1.0
+    warmup_s: float = 3.0
     trials: int = 5
     min_window_s: float = 2.0
     max_retries: int = 2
@@ -213,7 +213,7 @@ class Study:
     batch_sizes: list = field(default_factory=lambda: [16])
     padding: str = "max_length"
     max_length: int = 128
-    warmup_s: float = 1.0
+    warmup_s: float = 3.0
     trials: int = 5
     min_window_s: float = 2.0
     max_cv: float = 0.05

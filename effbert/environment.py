@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import subprocess
 from functools import cache
@@ -36,6 +37,10 @@ def _version(name: str) -> str:
 
 @cache
 def git_sha() -> str:
+    """The checkout's commit (``-dirty`` with uncommitted changes); ``EFFBERT_GIT_SHA`` names
+    it where the code runs from a copy without ``.git``."""
+    if os.environ.get("EFFBERT_GIT_SHA"):
+        return os.environ["EFFBERT_GIT_SHA"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],

@@ -83,25 +83,28 @@ def finetune(
     model = AutoModelForSequenceClassification.from_pretrained(
         base_model, **_label_config(task)
     ).to(device)
-    batches = data.make_batches(tokenizer, train_rows, settings.batch_size, "longest",
-                                settings.max_length)
-    labels = torch.tensor(train_rows["label"].to_numpy(),
-                          dtype=torch.float32 if task.is_regression else torch.long)
-    steps = math.ceil(settings.epochs * len(batches))
+    steps_per_epoch = math.ceil(len(train_rows) / settings.batch_size)
+    steps = math.ceil(settings.epochs * steps_per_epoch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr,
                                   weight_decay=settings.weight_decay)
     schedule = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * steps), steps)
-    generator = torch.Generator().manual_seed(settings.seed)
+    label_dtype = torch.float32 if task.is_regression else torch.long
 
     start = time.perf_counter()
     model.train()
     progress = tqdm(total=steps, desc=f"fine-tune {task.model_task}", unit="step")
-    step = 0
+    step, epoch = 0, 0
     while step < steps:
-        for index in torch.randperm(len(batches), generator=generator).tolist():
+        # GLUE train files keep related rows together (SST-2 phrases of one sentence, CoLA
+        # sentences of one source): shuffle rows, not just batches, every epoch.
+        rows = train_rows.sample(frac=1, random_state=settings.seed + epoch).reset_index(drop=True)
+        labels = torch.tensor(rows["label"].to_numpy(), dtype=label_dtype)
+        epoch += 1
+        for batch in data.make_batches(tokenizer, rows, settings.batch_size, "longest",
+                                       settings.max_length):
             if step == steps:
                 break
-            batch = batches[index].to(device)
+            batch = batch.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = model(**batch.inputs(), labels=labels[batch.row_index].to(device)).loss
             loss.backward()
