@@ -252,7 +252,7 @@ class Study:
         if self.checkpoints_dir:
             folder = cfg.resolve_path(self.checkpoints_dir) / task.model_task
             if (folder / "config.json").exists():
-                return str(folder)
+                return cfg.project_relative(folder)
         return self.model or None
 
     def label_map_for(self, task: GlueTask) -> list[str] | None:
@@ -477,7 +477,7 @@ def _fingerprint(checkpoint: str | None) -> str | None:
     """Size and modification time of a local checkpoint's weights (None for Hub ids)."""
     if not checkpoint:
         return None
-    folder = Path(checkpoint)
+    folder = cfg.resolve_path(checkpoint)
     weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
     if not weights:
         return None

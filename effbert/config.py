@@ -40,6 +40,15 @@ def resolve_path(path: str | Path) -> Path:
     return path if path.is_absolute() else PROJ_ROOT / path
 
 
+def project_relative(path: str | Path) -> str:
+    """``path`` relative to the project root when it lies inside it (portable records)."""
+    resolved = resolve_path(path)
+    try:
+        return str(resolved.relative_to(PROJ_ROOT))
+    except ValueError:
+        return str(resolved)
+
+
 def profile_path(name_or_path: str | Path) -> Path:
     """Find a profile by name (``smoke``) or by file path."""
     candidate = Path(name_or_path)

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from effbert import data, metrics, models
 from effbert.bench import predict
-from effbert.config import resolve_path
+from effbert.config import project_relative, resolve_path
 from effbert.environment import resolve_device
 from effbert.tasks import GlueTask, get_task
 
@@ -81,7 +81,7 @@ def finetune(
     torch.manual_seed(settings.seed)
     tokenizer = models.load_tokenizer(base_model)
     model = AutoModelForSequenceClassification.from_pretrained(
-        base_model, **_label_config(task)
+        models.locate(base_model), **_label_config(task)
     ).to(device)
     steps_per_epoch = math.ceil(len(train_rows) / settings.batch_size)
     steps = math.ceil(settings.epochs * steps_per_epoch)
@@ -227,6 +227,6 @@ class Plan:
                 "dev_metrics": scores,
                 "train_time_s": report["train_time_s"],
                 "reused": report["reused"],
-                "checkpoint": str(out_dir),
+                "checkpoint": project_relative(out_dir),
             })
         return pd.DataFrame(reports)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from effbert.config import resolve_path
 from effbert.data import SYNTHETIC_WORDS
 from effbert.tasks import GlueTask
 
@@ -113,12 +114,18 @@ def tiny_random_model(num_labels: int, attention: str = "eager", seed: int = 0):
         return DistilBertForSequenceClassification(config)
 
 
+def locate(checkpoint: str) -> str:
+    """A local folder (relative paths from the project root) if it exists, else a Hub id."""
+    folder = resolve_path(checkpoint)
+    return str(folder) if folder.is_dir() else checkpoint
+
+
 def load_tokenizer(checkpoint: str):
     if checkpoint == TINY_RANDOM:
         return tiny_tokenizer()
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(checkpoint)
+    return AutoTokenizer.from_pretrained(locate(checkpoint))
 
 
 def load_classifier(checkpoint: str, task: GlueTask, attention: str = "eager", seed: int = 0):
@@ -129,7 +136,7 @@ def load_classifier(checkpoint: str, task: GlueTask, attention: str = "eager", s
 
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            checkpoint, attn_implementation=attention
+            locate(checkpoint), attn_implementation=attention
         )
     except OSError as err:
         raise ModelError(
