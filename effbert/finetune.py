@@ -81,7 +81,7 @@ def finetune(
     torch.manual_seed(settings.seed)
     tokenizer = models.load_tokenizer(base_model)
     model = AutoModelForSequenceClassification.from_pretrained(
-        models.locate(base_model), **_label_config(task)
+        models.locate(base_model), ignore_mismatched_sizes=True, **_label_config(task)
     ).to(device)
     steps_per_epoch = math.ceil(len(train_rows) / settings.batch_size)
     steps = math.ceil(settings.epochs * steps_per_epoch)

@@ -1,0 +1,179 @@
+import math
+
+import pytest
+import torch
+
+from effbert import bench, energy, results
+from tests.conftest import FakeMonitor
+
+CPU = torch.device("cpu")
+
+
+def fake_meter(clock, **kwargs):
+    return energy.ZeusMeter(FakeMonitor(clock, **kwargs), CPU, "nvml", "fake")
+
+
+def test_windows_repeat_whole_passes_until_min_window(clock):
+    passes = []
+
+    def run_pass():
+        clock.advance(0.3)
+        passes.append(1)
+
+    settings = bench.MeasureSettings(warmup_s=1.0, trials=3, min_window_s=2.0)
+    windows = bench.measure_windows(run_pass, fake_meter(clock, power_w=100.0), settings, clock)
+    assert len(windows) == 3
+    for w in windows:
+        assert w.passes == 7  # 7 x 0.3 s is the first whole-pass count >= 2 s
+        assert w.time_s == pytest.approx(2.1)
+        assert w.energy_j == pytest.approx(210.0)
+    assert len(passes) == 4 + 3 * 7  # 4 warmup passes (>= 1 s), then the trials
+
+
+def test_zero_energy_window_is_measured_again_twice_as_long(clock):
+    meter = fake_meter(clock, zero_windows=1)
+    settings = bench.MeasureSettings(warmup_s=0, trials=2, min_window_s=1.0)
+    windows = bench.measure_windows(lambda: clock.advance(0.25), meter, settings, clock)
+    assert [w.time_s for w in windows] == [pytest.approx(2.0), pytest.approx(1.0)]
+
+
+def test_persistent_zero_energy_fails_loudly(clock):
+    meter = fake_meter(clock, zero_windows=10)
+    settings = bench.MeasureSettings(warmup_s=0, trials=2, min_window_s=1.0, max_retries=2)
+    with pytest.raises(energy.EnergyError):
+        bench.measure_windows(lambda: clock.advance(0.25), meter, settings, clock)
+
+
+def test_windows_too_short_for_the_counter_are_refused(clock):
+    settings = bench.MeasureSettings(warmup_s=0, trials=2, min_window_s=0.2)
+    with pytest.raises(ValueError, match="at least 1 s"):
+        bench.measure_windows(lambda: None, fake_meter(clock), settings, clock)
+    with pytest.raises(ValueError, match="at least 2"):
+        bench.MeasureSettings(trials=1).check(fake_meter(clock))
+
+
+def test_trial_figures_are_totals_over_counts_with_idle_subtracted():
+    windows = [bench.Window(passes=4, time_s=2.0, energy_j=600.0)]
+    [trial] = bench.trial_records(windows, samples_per_pass=100, tokens_per_pass=5000,
+                                  idle_power_w=60.0, carbon_intensity_g_per_kwh=400.0)
+    assert trial["n_samples"] == 400 and trial["n_tokens"] == 20000
+    assert trial["samples_per_s"] == 200.0 and trial["tokens_per_s"] == 10000.0
+    assert trial["j_per_1k_samples"] == 1500.0 and trial["j_per_token"] == 0.03
+    assert trial["dynamic_energy_j"] == 600.0 - 60.0 * 2.0
+    assert trial["co2_mg"] == pytest.approx(600 / 3.6e6 * 400 * 1000)
+
+
+def test_ci95_uses_student_t():
+    values = [10.0, 12.0, 11.0, 13.0, 9.0]
+    # t(0.975, 4) = 2.7764; std = 1.5811; n = 5
+    assert bench.ci95_half_width(values) == pytest.approx(2.7764 * 1.5811 / math.sqrt(5), rel=1e-3)
+    assert math.isnan(bench.ci95_half_width([1.0]))
+
+
+def test_variation_flags_energy_when_measured_else_throughput():
+    steady = [{"energy_j": 1.0, "j_per_1k_samples": v, "samples_per_s": 1.0} for v in (10, 10.1)]
+    noisy = [{"energy_j": float("nan"), "j_per_1k_samples": 1, "samples_per_s": v}
+             for v in (100, 150)]
+    assert bench.variation(steady) < 0.01
+    assert bench.variation(noisy) > 0.2
+
+
+def small_study(tmp_path, **overrides):
+    settings = dict(profile="t", reports_dir=str(tmp_path), tasks=["sst2", "stsb"],
+                    techniques=["fp32", "int8"], batch_sizes=[8], max_samples=16,
+                    max_length=32, warmup_s=0.0, trials=2, min_window_s=0.01, idle_s=0,
+                    latency_batches=2, metrics_backend="sklearn", energy="none",
+                    metric_tolerance=2.0)
+    return bench.Study(**{**settings, **overrides})
+
+
+def test_study_records_every_cell_with_metric_and_environment(tmp_path):
+    study = small_study(tmp_path)
+    trials = study.run(["fp32", "int8", "fp16"])
+    ok = trials[trials["status"] == "ok"]
+    assert len(ok) == 2 * 2 * 2  # tasks x techniques (fp16 is not in the profile) x trials
+    assert set(ok["metric"]) == {"accuracy", "pearson"}
+    assert (ok["energy_source"] == "none").all() and (ok["device_name"] != "").all()
+    assert ok["latency_p50_ms"].notna().all()
+    on_disk = results.read_results(tmp_path / "results", "t")
+    assert len(on_disk) == len(trials)
+    study.check(trials)
+
+
+def test_cpu_run_skips_gpu_techniques_with_the_reason(tmp_path):
+    trials = small_study(tmp_path, techniques=["fp16"]).run(["fp16"])
+    assert (trials["status"] == "skipped").all()
+    assert trials["reason"].str.contains("needs a CUDA GPU").all()
+
+
+def test_resume_after_a_crash_loses_nothing_and_duplicates_nothing(tmp_path, monkeypatch):
+    study = small_study(tmp_path)
+    real_measure = bench.Study._measure
+    calls = []
+
+    def crash_on_third(self, *args):
+        calls.append(args[:2])
+        if len(calls) == 3:
+            raise KeyboardInterrupt("power cut")
+        return real_measure(self, *args)
+
+    monkeypatch.setattr(bench.Study, "_measure", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        study.run(["fp32", "int8"])
+    cells_dir = tmp_path / "results" / "cells" / "t"
+    saved = sorted(p.name for p in cells_dir.glob("*.json"))
+    assert len(saved) == 2 and not list(cells_dir.glob(".*.tmp"))
+
+    calls.clear()
+    monkeypatch.setattr(bench.Study, "_measure", real_measure)
+    resumed = small_study(tmp_path).run(["fp32", "int8"])
+    assert len(list(cells_dir.glob("*.json"))) == 4
+    assert set(saved) <= {p.name for p in cells_dir.glob("*.json")}
+    table = results.read_results(tmp_path / "results", "t")
+    assert len(table) == 4 * 2 and not table.duplicated(["cell_id", "trial"]).any()
+    assert len(resumed) == 8
+
+    measured = []
+    monkeypatch.setattr(bench.Study, "_measure",
+                        lambda self, *args: measured.append(args[:2]) or real_measure(self, *args))
+    small_study(tmp_path, force=True, tasks=["sst2"], techniques=["fp32"]).run(["fp32"])
+    assert len(measured) == 1  # --force measures the cell again, in place
+    assert len(list(cells_dir.glob("*.json"))) == 4
+
+
+def test_a_changed_configuration_is_a_new_cell(tmp_path):
+    small_study(tmp_path, techniques=["fp32"], tasks=["sst2"]).run(["fp32"])
+    small_study(tmp_path, techniques=["fp32"], tasks=["sst2"], max_length=24).run(["fp32"])
+    assert len(list((tmp_path / "results" / "cells" / "t").glob("*.json"))) == 2
+
+
+def test_a_technique_that_breaks_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    from effbert import models
+
+    def broken(model):
+        raise RuntimeError("no int8 kernel for this device")
+
+    monkeypatch.setattr(models, "quantize_int8", broken)
+    study = small_study(tmp_path)
+    trials = study.run(["int8", "fp32"])
+    failed = trials[trials["status"] == "failed"]
+    assert set(failed["task"]) == {"sst2", "stsb"}
+    assert failed["reason"].str.contains("no int8 kernel").all()
+    assert (trials[trials["technique"] == "fp32"]["status"] == "ok").all()
+    with pytest.raises(AssertionError, match="cells failed"):
+        study.check(trials)
+
+
+def test_missing_task_data_errors_or_skips_as_the_profile_says(tmp_path):
+    local = dict(data_source="local", glue_dir=str(tmp_path / "nowhere"))
+    with pytest.raises(Exception, match="no file"):
+        small_study(tmp_path, **local).run(["fp32"])
+    trials = small_study(tmp_path, on_missing_task="skip", **local).run(["fp32"])
+    assert (trials["status"] == "skipped").all()
+
+
+def test_check_rejects_metrics_far_from_the_baseline(tmp_path):
+    study = small_study(tmp_path, tasks=["sst2"], metric_tolerance=-1.0)
+    trials = study.run(["fp32"])
+    with pytest.raises(AssertionError, match="metric further than"):
+        study.check(trials)

@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+import torch
+
+from effbert import data, metrics, models
+from effbert.tasks import get_task
+
+MNLI = get_task("mnli_m")
+
+
+def test_label_names_in_glue_order_need_no_reordering():
+    id2label = {0: "entailment", 1: "neutral", 2: "contradiction"}
+    assert models.glue_order(MNLI, id2label) is None
+
+
+def test_label_names_in_another_order_are_mapped_by_name():
+    id2label = {0: "CONTRADICTION", 1: "Entailment", 2: "neutral"}
+    assert models.glue_order(MNLI, id2label) == [1, 2, 0]
+
+
+def test_generic_names_are_taken_in_glue_order_unless_a_label_map_says_otherwise():
+    generic = {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
+    assert models.glue_order(MNLI, generic) is None
+    legacy = ["contradiction", "entailment", "neutral"]  # TextAttack's MNLI heads
+    assert models.glue_order(MNLI, generic, legacy) == [1, 2, 0]
+
+
+def test_a_label_map_must_name_each_glue_label_once():
+    with pytest.raises(models.ModelError, match="exactly once"):
+        models.glue_order(MNLI, {0: "a", 1: "b", 2: "c"}, ["entailment", "entailment", "neutral"])
+
+
+def test_legacy_order_checkpoint_scores_the_same_as_a_glue_order_one():
+    """The same classifier with its head rows permuted into TextAttack's order and a
+    label_map scores exactly what the GLUE-order original scores."""
+    rows = data.load_split(MNLI, "synthetic", max_samples=48)
+    batches = data.make_batches(models.tiny_tokenizer(), rows, 16, "longest", 64)
+    fp32 = models.get_technique("fp32")
+    glue = models.prepare(models.TINY_RANDOM, MNLI, fp32, torch.device("cpu"))
+    legacy_names = ["contradiction", "entailment", "neutral"]
+    legacy = models.prepare(models.TINY_RANDOM, MNLI, fp32, torch.device("cpu"), legacy_names)
+    permutation = [2, 0, 1]  # legacy output i is GLUE label permutation[i]
+    head = legacy.model.classifier
+    with torch.no_grad():
+        head.weight.copy_(glue.model.classifier.weight[permutation])
+        head.bias.copy_(glue.model.classifier.bias[permutation])
+
+    from effbert.bench import predict
+
+    labels = rows["label"].to_numpy()
+    glue_logits = predict(glue, batches, len(rows))
+    legacy_logits = predict(legacy, batches, len(rows))
+    np.testing.assert_allclose(glue_logits, legacy_logits, rtol=1e-5, atol=1e-6)
+    assert metrics.compute(MNLI, glue_logits, labels, "sklearn") == metrics.compute(
+        MNLI, legacy_logits, labels, "sklearn"
+    )
+    unmapped = models.prepare(models.TINY_RANDOM, MNLI, fp32, torch.device("cpu"))
+    unmapped.model.load_state_dict(legacy.model.state_dict())
+    assert not np.allclose(predict(unmapped, batches, len(rows)), glue_logits)
+
+
+def test_checkpoint_with_the_wrong_label_count_is_refused(tmp_path):
+    models.tiny_random_model(num_labels=2).save_pretrained(tmp_path)
+    with pytest.raises(models.ModelError, match="has 2 labels, the task has 3"):
+        models.load_classifier(str(tmp_path), MNLI)
+
+
+def test_missing_checkpoint_names_task_and_fix(tmp_path):
+    with pytest.raises(models.ModelError, match="sst2.*checkpoints_dir"):
+        models.load_classifier(str(tmp_path / "nothing-here"), get_task("sst2"))
+
+
+def test_local_checkpoints_resolve_from_the_project_root():
+    assert models.locate("effbert") == str(models.resolve_path("effbert"))
+    assert models.locate("org/model-on-the-hub") == "org/model-on-the-hub"
+
+
+@pytest.mark.parametrize("name", ["fp32", "int8", "autocast_bf16", "flash"])
+def test_cpu_techniques_keep_predictions_close_to_fp32(name):
+    task = get_task("sst2")
+    rows = data.load_split(task, "synthetic", max_samples=16)
+    batch = data.make_batches(models.tiny_tokenizer(), rows, 16, "max_length", 64)[0]
+    cpu = torch.device("cpu")
+    reference = models.prepare(models.TINY_RANDOM, task, models.get_technique("fp32"), cpu)
+    prepared = models.prepare(models.TINY_RANDOM, task, models.get_technique(name), cpu)
+    expected, got = reference.logits(batch.inputs()), prepared.logits(batch.inputs())
+    assert got.dtype == torch.float32 and got.shape == (16, 2)
+    assert torch.allclose(got, expected, atol=0.05)
+
+
+def test_gpu_only_techniques_say_why_on_cpu():
+    cpu = torch.device("cpu")
+    for name in ["autocast_fp16", "fp16", "fp16_flash"]:
+        reason = models.unsupported_reason(models.get_technique(name), cpu)
+        assert "needs a CUDA GPU" in reason
+    assert models.unsupported_reason(models.get_technique("fp32"), cpu) is None
+
+
+def test_unknown_technique_lists_the_known_ones():
+    with pytest.raises(ValueError, match="fp16_flash"):
+        models.get_technique("fp8")

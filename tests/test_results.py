@@ -1,0 +1,78 @@
+import json
+
+import pandas as pd
+import pytest
+
+from effbert import results
+
+
+def record(task="sst2", technique="fp32", energy=(100.0, 110.0), status="ok"):
+    config = {"profile": "p", "task": task, "technique": technique, "batch_size": 16,
+              "padding": "max_length", "max_length": 128}
+    trials = [{"trial": i, "n_samples": 1000, "n_tokens": 50000, "passes": 1, "time_s": 1.0,
+               "energy_j": e, "dynamic_energy_j": e - 50, "samples_per_s": 1000.0,
+               "tokens_per_s": 5e4, "j_per_1k_samples": e, "j_per_token": e / 5e4,
+               "co2_mg": 1.0} for i, e in enumerate(energy)]
+    return {"config": config, "status": status, "reason": "" if status == "ok" else "why",
+            "trials": trials if status == "ok" else [], "metric": "accuracy",
+            "metric_value": 0.9, "energy_source": "nvml", "cv_flag": False,
+            "environment": {"device_name": "GPU"}, "measured_at": "2026-11-26T00:00:00"}
+
+
+def test_cell_ids_ignore_key_order():
+    assert results.cell_id({"a": 1, "b": 2}) == results.cell_id({"b": 2, "a": 1})
+
+
+def test_writing_a_cell_twice_keeps_one_file(tmp_path):
+    results.write_cell(tmp_path, record())
+    results.write_cell(tmp_path, record())
+    assert len(list(tmp_path.glob("p/*.json"))) == 1
+    assert results.find_cell(tmp_path, record()["config"])["status"] == "ok"
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "cell.json"
+    results.write_json_atomic(path, {"v": 1})
+
+    def crash_midway(payload, handle, **kwargs):
+        handle.write('{"v": 2, "trials": [')
+        raise OSError("disk full")
+
+    monkeypatch.setattr(results.json, "dump", crash_midway)
+    with pytest.raises(OSError, match="disk full"):
+        results.write_json_atomic(path, {"v": 2})
+    assert path.read_text() == '{\n "v": 1\n}'
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_tables_have_one_row_per_trial_and_one_summary_row_per_cell(tmp_path):
+    cells = tmp_path / "cells"
+    results.write_cell(cells, record())
+    results.write_cell(cells, record("mrpc", "fp16", status="skipped"))
+    trials = results.write_tables(tmp_path, cells)
+    assert len(trials) == 3
+    assert list(trials.columns[:8]) == results.IDENTITY_COLUMNS
+    summary = pd.read_csv(tmp_path / results.SUMMARY_CSV)
+    [row] = summary.to_dict("records")
+    assert row["energy_j_mean"] == 105.0 and row["trials"] == 2
+    assert row["energy_j_ci95"] == pytest.approx(12.706 * 7.0711 / 2 ** 0.5, rel=1e-3)
+
+
+def test_read_results_explains_what_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the measurement notebooks"):
+        results.read_results(tmp_path)
+    cells = tmp_path / "cells"
+    results.write_cell(cells, record())
+    results.write_tables(tmp_path, cells)
+    with pytest.raises(ValueError, match="no rows of profile 'other'"):
+        results.read_results(tmp_path, "other")
+
+
+def test_comparison_gives_ratios_to_the_baseline(tmp_path):
+    cells = tmp_path / "cells"
+    results.write_cell(cells, record())
+    results.write_cell(cells, record(technique="fp16", energy=(25.0, 27.5)))
+    summary = results.summarize(results.write_tables(tmp_path, cells))
+    table = results.comparison(summary).set_index("technique")
+    assert table.loc["fp16", "energy_vs_base"] == pytest.approx(0.25)
+    assert table.loc["fp32", "metric_change"] == 0
