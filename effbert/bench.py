@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,7 +68,9 @@ class MeasureSettings:
 
     def check(self, meter: energy.Meter) -> None:
         if self.trials < 2:
-            raise ValueError(f"trials must be at least 2 for a confidence interval, got {self.trials}")
+            raise ValueError(
+                f"trials must be at least 2 for a confidence interval, got {self.trials}"
+            )
         if meter.source != "none" and self.min_window_s < 1.0:
             raise ValueError(
                 f"min_window_s={self.min_window_s} is too short for the {meter.source} energy "
@@ -159,7 +160,7 @@ def latency_ms(forward, inputs: list[dict], device: torch.device, min_batches: i
             (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
             for _ in batches
         ]
-        for (start, end), batch in zip(marks, batches):
+        for (start, end), batch in zip(marks, batches, strict=True):
             start.record()
             forward(batch)
             end.record()
@@ -235,7 +236,9 @@ class Study:
         for name in self.techniques:
             models.get_technique(name)
         if self.on_missing_task not in ("error", "skip"):
-            raise ValueError(f"on_missing_task must be 'error' or 'skip', not {self.on_missing_task!r}")
+            raise ValueError(
+                f"on_missing_task must be 'error' or 'skip', not {self.on_missing_task!r}"
+            )
         self.paths = cfg.reports_paths(self.reports_dir)
         self.torch_device = environment.resolve_device(self.device)
         self.settings = MeasureSettings(self.warmup_s, self.trials, self.min_window_s)
@@ -277,16 +280,21 @@ class Study:
                 problem = str(err)
             if checkpoint is None:
                 problem = problem or f"no checkpoint for {name}"
-            rows.append({"task": name, "rows": n_rows, "checkpoint": checkpoint,
-                         "problem": problem})
+            rows.append(
+                {"task": name, "rows": n_rows, "checkpoint": checkpoint, "problem": problem}
+            )
         return pd.DataFrame(rows)
 
     def technique_support(self) -> pd.DataFrame:
         """Which of the profile's techniques can run on this device, and why not."""
         return pd.DataFrame(
-            {"technique": name,
-             "unsupported_because": models.unsupported_reason(
-                 models.get_technique(name), self.torch_device) or ""}
+            {
+                "technique": name,
+                "unsupported_because": models.unsupported_reason(
+                    models.get_technique(name), self.torch_device
+                )
+                or "",
+            }
             for name in self.techniques
         )
 
@@ -362,13 +370,17 @@ class Study:
         if self.meter.source != "none":
             assert (ok["energy_j"] > 0).all(), "a window read no energy"
         everything = results.read_results(self.paths["results"], self.profile)
-        reference = everything[(everything["technique"] == baseline)
-                               & (everything["status"] == "ok")]
+        reference = everything[
+            (everything["technique"] == baseline) & (everything["status"] == "ok")
+        ]
         keys = ["task", "batch_size", "padding", "max_length"]
-        compared = (
-            ok.drop_duplicates("cell_id")[keys + ["technique", "metric", "metric_value"]]
-            .merge(reference.drop_duplicates("cell_id")[keys + ["metric_value"]],
-                   on=keys, how="left", suffixes=("", f"_{baseline}"))
+        compared = ok.drop_duplicates("cell_id")[
+            keys + ["technique", "metric", "metric_value"]
+        ].merge(
+            reference.drop_duplicates("cell_id")[keys + ["metric_value"]],
+            on=keys,
+            how="left",
+            suffixes=("", f"_{baseline}"),
         )
         compared["difference"] = compared["metric_value"] - compared[f"metric_value_{baseline}"]
         far = compared[compared["difference"].abs() > self.metric_tolerance]
@@ -404,9 +416,10 @@ class Study:
             raise  # the profile's inputs are wrong: stop and say so
         except Exception as err:  # the technique broke on this device: record it, go on
             logger.exception("%s %s bs=%s failed", task.name, technique_name, batch_size)
-            if self.torch_device.type == "cuda":
-                torch.cuda.empty_cache()
             return self._save(config, status="failed", reason=f"{type(err).__name__}: {err}")
+        finally:
+            if self.torch_device.type == "cuda":
+                torch.cuda.empty_cache()  # the cell's model is gone; free its memory
         return self._save(config, status="ok", **record)
 
     def _measure(self, task, technique, batch_size, checkpoint, rows: pd.DataFrame) -> dict:
@@ -441,9 +454,6 @@ class Study:
             self.carbon_intensity_g_per_kwh,
         )
         cv = variation(trials)
-        del prepared, inputs
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
         return {
             "trials": trials,
             "metric": task.primary_metric,

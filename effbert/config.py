@@ -58,7 +58,9 @@ def profile_path(name_or_path: str | Path) -> Path:
     if by_name.exists():
         return by_name
     known = ", ".join(sorted(p.stem for p in PARAMS_DIR.glob("*.yaml")))
-    raise ProfileError(f"no profile {str(name_or_path)!r}: choose one of {known} or give a .yaml path")
+    raise ProfileError(
+        f"no profile {str(name_or_path)!r}: choose one of {known} or give a .yaml path"
+    )
 
 
 def _expand_env(value: Any, key: str) -> Any:
@@ -116,9 +118,8 @@ def validate_profile(profile: dict[str, Any], declared: dict[str, Any]) -> None:
             continue
         default = declared[key]
         if not _same_kind(value, default):
-            problems.append(
-                f"key {key!r} should be {type(default).__name__}, got {type(value).__name__} {value!r}"
-            )
+            expected, got = type(default).__name__, type(value).__name__
+            problems.append(f"key {key!r} should be {expected}, got {got} {value!r}")
     if problems:
         valid = ", ".join(sorted(declared))
         raise ProfileError("; ".join(problems) + f". Valid keys: {valid}")

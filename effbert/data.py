@@ -169,9 +169,7 @@ class Batch:
         return int(self.attention_mask.sum())
 
     def to(self, device: str | torch.device) -> Batch:
-        return Batch(
-            self.input_ids.to(device), self.attention_mask.to(device), self.row_index
-        )
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.row_index)
 
     def inputs(self) -> dict[str, torch.Tensor]:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
@@ -208,7 +206,5 @@ def make_batches(
             max_length=max_length if padding == "max_length" else None,
             return_tensors="pt",
         )
-        batches.append(
-            Batch(padded["input_ids"], padded["attention_mask"], torch.tensor(rows))
-        )
+        batches.append(Batch(padded["input_ids"], padded["attention_mask"], torch.tensor(rows)))
     return batches

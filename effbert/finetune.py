@@ -71,8 +71,12 @@ def finetune(
 
     out_dir = Path(out_dir)
     report_path = out_dir / REPORT_FILE
-    identity = {"task": task.model_task, "base_model": str(base_model),
-                "train_rows": len(train_rows), "settings": asdict(settings)}
+    identity = {
+        "task": task.model_task,
+        "base_model": str(base_model),
+        "train_rows": len(train_rows),
+        "settings": asdict(settings),
+    }
     if report_path.exists():
         previous = json.loads(report_path.read_text())
         if {k: previous.get(k) for k in identity} == identity:
@@ -85,8 +89,9 @@ def finetune(
     ).to(device)
     steps_per_epoch = math.ceil(len(train_rows) / settings.batch_size)
     steps = math.ceil(settings.epochs * steps_per_epoch)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr,
-                                  weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+    )
     schedule = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * steps), steps)
     label_dtype = torch.float32 if task.is_regression else torch.long
 
@@ -100,8 +105,9 @@ def finetune(
         rows = train_rows.sample(frac=1, random_state=settings.seed + epoch).reset_index(drop=True)
         labels = torch.tensor(rows["label"].to_numpy(), dtype=label_dtype)
         epoch += 1
-        for batch in data.make_batches(tokenizer, rows, settings.batch_size, "longest",
-                                       settings.max_length):
+        for batch in data.make_batches(
+            tokenizer, rows, settings.batch_size, "longest", settings.max_length
+        ):
             if step == steps:
                 break
             batch = batch.to(device)
@@ -125,20 +131,31 @@ def finetune(
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    report = {**identity, "train_time_s": train_time_s, "steps": steps,
-              "device_name": device_name, "reused": False}
+    report = {
+        **identity,
+        "train_time_s": train_time_s,
+        "steps": steps,
+        "device_name": device_name,
+        "reused": False,
+    }
     report_path.write_text(json.dumps(report, indent=1))
     return report
 
 
-def score(checkpoint: Path, task: GlueTask, dev_rows: pd.DataFrame, device: torch.device,
-          max_length: int = 128) -> dict[str, float]:
+def score(
+    checkpoint: Path,
+    task: GlueTask,
+    dev_rows: pd.DataFrame,
+    device: torch.device,
+    max_length: int = 128,
+) -> dict[str, float]:
     """The task's dev metrics of a saved checkpoint, in fp32."""
     prepared = models.prepare(str(checkpoint), task, models.get_technique("fp32"), device)
     tokenizer = models.load_tokenizer(str(checkpoint))
     batches = data.make_batches(tokenizer, dev_rows, 64, "longest", max_length)
-    scores, _ = metrics.compute(task, predict(prepared, batches, len(dev_rows)),
-                                dev_rows["label"].to_numpy())
+    scores, _ = metrics.compute(
+        task, predict(prepared, batches, len(dev_rows)), dev_rows["label"].to_numpy()
+    )
     return scores
 
 
@@ -184,8 +201,14 @@ class Plan:
     def _rows(self, task: GlueTask, split: str) -> pd.DataFrame:
         glue_dir = resolve_path(self.glue_dir) if self.glue_dir else ""
         limit = self.finetune_max_train_samples if split == "train" else self.max_samples
-        return data.load_split(task, self.data_source, split=split, glue_dir=glue_dir,
-                               max_samples=limit, seed=self.seed)
+        return data.load_split(
+            task,
+            self.data_source,
+            split=split,
+            glue_dir=glue_dir,
+            max_samples=limit,
+            seed=self.seed,
+        )
 
     def overview(self) -> pd.DataFrame:
         """Per task: whether it has train data, and the settings it would be trained with."""
@@ -196,8 +219,14 @@ class Plan:
                 n_train, problem = len(self._rows(task, "train")), ""
             except data.DataError as err:
                 n_train, problem = 0, str(err)
-            rows.append({"task": name, "train_rows": n_train, "problem": problem,
-                         **asdict(self.settings(task))})
+            rows.append(
+                {
+                    "task": name,
+                    "train_rows": n_train,
+                    "problem": problem,
+                    **asdict(self.settings(task)),
+                }
+            )
         return pd.DataFrame(rows)
 
     def tasks_to_train(self) -> list[str]:
@@ -217,16 +246,19 @@ class Plan:
                     continue
                 raise
             out_dir = resolve_path(self.checkpoints_dir) / task.model_task
-            report = finetune(self.base_model, task, train_rows, out_dir,
-                              self.settings(task), device)
+            report = finetune(
+                self.base_model, task, train_rows, out_dir, self.settings(task), device
+            )
             scores = score(out_dir, task, dev_rows, device)
-            reports.append({
-                "task": name,
-                "metric": task.primary_metric,
-                "dev_metric": scores[task.primary_metric],
-                "dev_metrics": scores,
-                "train_time_s": report["train_time_s"],
-                "reused": report["reused"],
-                "checkpoint": project_relative(out_dir),
-            })
+            reports.append(
+                {
+                    "task": name,
+                    "metric": task.primary_metric,
+                    "dev_metric": scores[task.primary_metric],
+                    "dev_metrics": scores,
+                    "train_time_s": report["train_time_s"],
+                    "reused": report["reused"],
+                    "checkpoint": project_relative(out_dir),
+                }
+            )
         return pd.DataFrame(reports)

@@ -22,8 +22,13 @@ def _has_energy(summary: pd.DataFrame) -> bool:
 
 def _no_energy(ax, summary: pd.DataFrame) -> None:
     ax.text(
-        0.5, 0.5, "no energy measured on this device\n(energy_source = none)",
-        ha="center", va="center", transform=ax.transAxes, color="gray",
+        0.5,
+        0.5,
+        "no energy measured on this device\n(energy_source = none)",
+        ha="center",
+        va="center",
+        transform=ax.transAxes,
+        color="gray",
     )
 
 
@@ -45,8 +50,9 @@ def _grouped_bars(ax, table: pd.DataFrame, errors: pd.DataFrame | None = None) -
     x = np.arange(len(table.index))
     for i, column in enumerate(table.columns):
         err = None if errors is None else errors[column].to_numpy()
-        ax.bar(x + i * width - 0.4 + width / 2, table[column], width, yerr=err,
-               label=column, capsize=2)
+        ax.bar(
+            x + i * width - 0.4 + width / 2, table[column], width, yerr=err, label=column, capsize=2
+        )
     ax.set_xticks(x, table.index)
     ax.legend(fontsize=8, ncols=2)
 
@@ -56,8 +62,9 @@ def baseline(summary: pd.DataFrame, technique: str = "fp32") -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7, 4))
     rows = _one_batch_size(summary[summary["technique"] == technique]).set_index("task")
     if _has_energy(summary) and not rows.empty:
-        ax.bar(rows.index, rows["j_per_1k_samples_mean"], yerr=rows["j_per_1k_samples_ci95"],
-               capsize=3)
+        ax.bar(
+            rows.index, rows["j_per_1k_samples_mean"], yerr=rows["j_per_1k_samples_ci95"], capsize=3
+        )
         ax.set_ylabel("energy per 1000 samples (J)")
     else:
         _no_energy(ax, summary)
@@ -88,8 +95,9 @@ def glue(summary: pd.DataFrame) -> plt.Figure:
     table = rows.pivot_table(index="task", columns="technique", values="metric_value")
     _grouped_bars(ax, table)
     metric_names = rows.drop_duplicates("task").set_index("task")["metric"]
-    ax.set_xticks(range(len(table.index)),
-                  [f"{t}\n{metric_names[t]}" for t in table.index], fontsize=8)
+    ax.set_xticks(
+        range(len(table.index)), [f"{t}\n{metric_names[t]}" for t in table.index], fontsize=8
+    )
     ax.set_ylabel("task metric")
     _title(ax, "GLUE metric per technique", summary)
     return fig
@@ -111,12 +119,16 @@ def pareto(summary: pd.DataFrame) -> plt.Figure:
     """Energy per sample against the task metric: lower left is cheaper, higher is better."""
     fig, ax = plt.subplots(figsize=(7, 5))
     if _has_energy(summary):
-        markers = dict(zip(sorted(summary["technique"].unique()), "osD^vP*Xh"))
+        markers = dict(zip(sorted(summary["technique"].unique()), "osD^vP*Xh", strict=False))
         for task, rows in summary.groupby("task"):
             colour = ax.scatter([], [], label=task).get_facecolor()
             for _, r in rows.iterrows():
-                ax.scatter(r["j_per_1k_samples_mean"], r["metric_value"], color=colour,
-                           marker=markers[r["technique"]])
+                ax.scatter(
+                    r["j_per_1k_samples_mean"],
+                    r["metric_value"],
+                    color=colour,
+                    marker=markers[r["technique"]],
+                )
         for technique, marker in markers.items():
             ax.scatter([], [], color="gray", marker=marker, label=technique)
         ax.set_xlabel("energy per 1000 samples (J)")
@@ -141,8 +153,9 @@ def compare(summary: pd.DataFrame, techniques: list[str], baseline: str = "fp32"
         errors = rows.pivot_table(index="task", columns="technique", values=f"{measure}_ci95")
         _grouped_bars(ax, table, errors.reindex_like(table))
         _title(ax, f"{', '.join(techniques)} vs {baseline}", rows)
-    ax.set_ylabel("energy per 1000 samples (J)" if measure == "j_per_1k_samples"
-                  else "samples per second")
+    ax.set_ylabel(
+        "energy per 1000 samples (J)" if measure == "j_per_1k_samples" else "samples per second"
+    )
     return fig
 
 

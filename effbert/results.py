@@ -23,11 +23,27 @@ SUMMARY_CSV = "summary.csv"
 
 # results.csv columns, in order: identity, per-trial measures, cell-level facts.
 TRIAL_COLUMNS = [
-    "n_samples", "n_tokens", "passes", "time_s", "energy_j", "dynamic_energy_j",
-    "samples_per_s", "tokens_per_s", "j_per_1k_samples", "j_per_token", "co2_mg",
+    "n_samples",
+    "n_tokens",
+    "passes",
+    "time_s",
+    "energy_j",
+    "dynamic_energy_j",
+    "samples_per_s",
+    "tokens_per_s",
+    "j_per_1k_samples",
+    "j_per_token",
+    "co2_mg",
 ]
 IDENTITY_COLUMNS = [
-    "profile", "task", "technique", "batch_size", "padding", "max_length", "trial", "status",
+    "profile",
+    "task",
+    "technique",
+    "batch_size",
+    "padding",
+    "max_length",
+    "trial",
+    "status",
 ]
 
 
@@ -124,7 +140,7 @@ def summarize(trials: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for key, group in ok.groupby(keys, sort=False):
         first = group.iloc[0]
-        row = dict(zip(keys, key))
+        row = dict(zip(keys, key, strict=True))
         row.update(
             trials=len(group),
             metric=first["metric"],
@@ -133,8 +149,15 @@ def summarize(trials: pd.DataFrame) -> pd.DataFrame:
             cv_flag=first["cv_flag"],
             device_name=first.get("device_name"),
         )
-        for column in ("time_s", "energy_j", "dynamic_energy_j", "samples_per_s",
-                       "j_per_1k_samples", "j_per_token", "co2_mg"):
+        for column in (
+            "time_s",
+            "energy_j",
+            "dynamic_energy_j",
+            "samples_per_s",
+            "j_per_1k_samples",
+            "j_per_token",
+            "co2_mg",
+        ):
             values = group[column].astype(float).to_numpy()
             row[f"{column}_mean"] = float(np.mean(values))
             row[f"{column}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
@@ -180,8 +203,16 @@ def read_results(results_dir: Path, profile: str | None = None) -> pd.DataFrame:
 
 
 PROVENANCE_COLUMNS = [
-    "device_name", "driver", "cuda", "power_limit_w", "torch", "transformers", "zeus",
-    "torchao", "git_sha", "energy_source",
+    "device_name",
+    "driver",
+    "cuda",
+    "power_limit_w",
+    "torch",
+    "transformers",
+    "zeus",
+    "torchao",
+    "git_sha",
+    "energy_source",
 ]
 
 
@@ -204,8 +235,30 @@ def comparison(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
     table["speedup_vs_base"] = table["samples_per_s_mean"] / table["samples_per_s_mean_base"]
     table["metric_change"] = table["metric_value"] - table["metric_value_base"]
     columns = keys + [
-        "technique", "j_per_1k_samples_mean", "j_per_1k_samples_ci95", "energy_vs_base",
-        "samples_per_s_mean", "samples_per_s_ci95", "speedup_vs_base", "metric",
-        "metric_value", "metric_change", "latency_p50_ms", "cv_flag",
+        "technique",
+        "j_per_1k_samples_mean",
+        "j_per_1k_samples_ci95",
+        "energy_vs_base",
+        "samples_per_s_mean",
+        "samples_per_s_ci95",
+        "speedup_vs_base",
+        "metric",
+        "metric_value",
+        "metric_change",
+        "latency_p50_ms",
+        "cv_flag",
     ]
     return table[columns].sort_values(keys + ["technique"]).reset_index(drop=True)
+
+
+def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
+    """A pipe table for the README (no extra dependency)."""
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "" if math.isnan(value) else f"{value:.{digits}g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(False)]
+    return "\n".join(lines)

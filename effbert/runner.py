@@ -39,7 +39,11 @@ def read_notebook(path: Path):
     import jupytext
 
     nb = jupytext.read(path)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     return nb
 
 
@@ -136,12 +140,13 @@ def run_profile(
     out = cfg.reports_paths(reports_dir)
     selected = [p for p in paths if not only or any(p.stem.startswith(o) for o in only)]
     runs = [
-        NotebookRun(p.stem, "earlier run" if (out["executed"] / f"{p.stem}.ipynb").exists()
-                    else "not run")
+        NotebookRun(
+            p.stem, "earlier run" if (out["executed"] / f"{p.stem}.ipynb").exists() else "not run"
+        )
         for p in paths
     ]
     given = {**profile, "reports_dir": str(out["root"]), "force": force}
-    for path, run in zip(paths, runs):
+    for path, run in zip(paths, runs, strict=True):
         if path not in selected:
             continue
         parameters = {k: v for k, v in given.items() if k in declared[path]}
@@ -205,6 +210,32 @@ def write_index(root: Path, runs: list[NotebookRun], profile: str) -> Path:
     return path
 
 
+def summary_markdown(profile: str, reports_dir: str | Path, task: str | None = None) -> str:
+    """Per task and technique: energy and speed relative to fp32, and the metric's change."""
+    from effbert import results
+
+    paths = cfg.reports_paths(reports_dir)
+    table = results.comparison(results.summarize(results.read_results(paths["results"], profile)))
+    if task:
+        table = table[table["task"] == task]
+    table["energy J/1k (±95%)"] = [
+        f"{m:.1f} ± {c:.1f}"
+        for m, c in zip(table["j_per_1k_samples_mean"], table["j_per_1k_samples_ci95"], strict=True)
+    ]
+    columns = {
+        "task": "task",
+        "technique": "technique",
+        "energy J/1k (±95%)": "energy J/1k (±95%)",
+        "energy_vs_base": "energy / fp32",
+        "speedup_vs_base": "speed / fp32",
+        "metric": "metric",
+        "metric_value": "value",
+        "metric_change": "change vs fp32",
+        "cv_flag": "noisy",
+    }
+    return results.markdown_table(table[list(columns)].rename(columns=columns))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m effbert", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -216,12 +247,19 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="validate a profile without running anything")
     check.add_argument("--profile", default="smoke")
     sub.add_parser("params", help="list the parameters the notebooks declare")
+    table = sub.add_parser("summary", help="print a profile's results beside the baseline")
+    table.add_argument("--profile", required=True)
+    table.add_argument("--reports-dir", default=str(cfg.REPORTS_DIR))
+    table.add_argument("--task", help="one task only")
     args = parser.parse_args(argv)
 
     try:
         if args.command == "params":
             for path, params in all_parameters(notebook_paths()).items():
                 print(f"{path.stem}: {', '.join(params)}")
+            return 0
+        if args.command == "summary":
+            print(summary_markdown(args.profile, args.reports_dir, args.task))
             return 0
         if args.command == "check":
             profile, _ = validated_profile(args.profile)
@@ -233,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     failed = [r for r in runs if r.status == "failed"]
     for r in failed:
-        print(f"effbert: notebook {r.stem} failed at {r.message}; see "
-              f"{Path(args.reports_dir) / 'executed' / (r.stem + '.ipynb')}", file=sys.stderr)
+        print(
+            f"effbert: notebook {r.stem} failed at {r.message}; see "
+            f"{Path(args.reports_dir) / 'executed' / (r.stem + '.ipynb')}",
+            file=sys.stderr,
+        )
     return 1 if failed else 0

@@ -63,22 +63,24 @@ study.meter.source, study.meter.reason
 # measured with the same configuration are read back, not measured again.
 
 # %%
-trials = study.run(['fp16_flash'])
+trials = study.run(["fp16_flash"])
 
 # %% [markdown]
 # ## Results
 
 # %%
 summary = results.summarize(trials)
-summary.filter(regex="task|technique|batch_size|samples_per_s_|j_per_1k_samples_|metric_value|cv_flag")
+summary.filter(
+    regex="task|technique|batch_size|samples_per_s_|j_per_1k_samples_|metric_value|cv_flag"
+)
 
 # %%
 trials[trials["status"] == "skipped"][["task", "technique", "reason"]]
 
 # %%
-plots.compare(results.summarize(results.read_results(study.paths["results"], profile)),
-              ['fp16_flash']);
-
+plots.compare(
+    results.summarize(results.read_results(study.paths["results"], profile)), ["fp16_flash"]
+)
 # %% [markdown]
 # ## Checks
 # Every window long enough and read, every metric present and within `metric_tolerance` of fp32.

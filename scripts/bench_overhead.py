@@ -63,7 +63,7 @@ def main() -> None:
             m = bare.end_window("bare")
             bare_j.append(m.gpu_energy[0] / (passes * samples_per_pass))
 
-    ratios = [e / b for e, b in zip(effbert_j, bare_j)]
+    ratios = [e / b for e, b in zip(effbert_j, bare_j, strict=True)]
     result = {
         "device": torch.cuda.get_device_name(device),
         "checkpoint": args.checkpoint,
@@ -75,11 +75,15 @@ def main() -> None:
         "ratio_ci95": bench.ci95_half_width(ratios),
     }
     print(f"device {result['device']}, fp16, {task.name} dev, batch 16, padded to 128")
-    for i, (e, b) in enumerate(zip(effbert_j, bare_j)):
-        print(f"round {i}: effbert {1000 * e:.3f} mJ/sample  bare {1000 * b:.3f} mJ/sample  "
-              f"ratio {e / b:.4f}")
-    print(f"effbert / bare energy per sample: {result['ratio_mean']:.4f} "
-          f"± {result['ratio_ci95']:.4f} (95% CI, {len(ratios)} rounds)")
+    for i, (e, b) in enumerate(zip(effbert_j, bare_j, strict=True)):
+        print(
+            f"round {i}: effbert {1000 * e:.3f} mJ/sample  bare {1000 * b:.3f} mJ/sample  "
+            f"ratio {e / b:.4f}"
+        )
+    print(
+        f"effbert / bare energy per sample: {result['ratio_mean']:.4f} "
+        f"± {result['ratio_ci95']:.4f} (95% CI, {len(ratios)} rounds)"
+    )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=1)

@@ -39,8 +39,12 @@ class FakeMonitor:
         self.zero_windows -= 1
         if self.source == "gpu":
             return Measurement(time=elapsed, gpu_energy={0: joules})
-        return Measurement(time=elapsed, gpu_energy={}, cpu_energy={0: joules * 0.75},
-                           dram_energy={0: joules * 0.25})
+        return Measurement(
+            time=elapsed,
+            gpu_energy={},
+            cpu_energy={0: joules * 0.75},
+            dram_energy={0: joules * 0.25},
+        )
 
 
 class FakeClock:

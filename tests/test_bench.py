@@ -54,8 +54,13 @@ def test_windows_too_short_for_the_counter_are_refused(clock):
 
 def test_trial_figures_are_totals_over_counts_with_idle_subtracted():
     windows = [bench.Window(passes=4, time_s=2.0, energy_j=600.0)]
-    [trial] = bench.trial_records(windows, samples_per_pass=100, tokens_per_pass=5000,
-                                  idle_power_w=60.0, carbon_intensity_g_per_kwh=400.0)
+    [trial] = bench.trial_records(
+        windows,
+        samples_per_pass=100,
+        tokens_per_pass=5000,
+        idle_power_w=60.0,
+        carbon_intensity_g_per_kwh=400.0,
+    )
     assert trial["n_samples"] == 400 and trial["n_tokens"] == 20000
     assert trial["samples_per_s"] == 200.0 and trial["tokens_per_s"] == 10000.0
     assert trial["j_per_1k_samples"] == 1500.0 and trial["j_per_token"] == 0.03
@@ -72,18 +77,31 @@ def test_ci95_uses_student_t():
 
 def test_variation_flags_energy_when_measured_else_throughput():
     steady = [{"energy_j": 1.0, "j_per_1k_samples": v, "samples_per_s": 1.0} for v in (10, 10.1)]
-    noisy = [{"energy_j": float("nan"), "j_per_1k_samples": 1, "samples_per_s": v}
-             for v in (100, 150)]
+    noisy = [
+        {"energy_j": float("nan"), "j_per_1k_samples": 1, "samples_per_s": v} for v in (100, 150)
+    ]
     assert bench.variation(steady) < 0.01
     assert bench.variation(noisy) > 0.2
 
 
 def small_study(tmp_path, **overrides):
-    settings = dict(profile="t", reports_dir=str(tmp_path), tasks=["sst2", "stsb"],
-                    techniques=["fp32", "int8"], batch_sizes=[8], max_samples=16,
-                    max_length=32, warmup_s=0.0, trials=2, min_window_s=0.01, idle_s=0,
-                    latency_batches=2, metrics_backend="sklearn", energy="none",
-                    metric_tolerance=2.0)
+    settings = dict(
+        profile="t",
+        reports_dir=str(tmp_path),
+        tasks=["sst2", "stsb"],
+        techniques=["fp32", "int8"],
+        batch_sizes=[8],
+        max_samples=16,
+        max_length=32,
+        warmup_s=0.0,
+        trials=2,
+        min_window_s=0.01,
+        idle_s=0,
+        latency_batches=2,
+        metrics_backend="sklearn",
+        energy="none",
+        metric_tolerance=2.0,
+    )
     return bench.Study(**{**settings, **overrides})
 
 
@@ -134,8 +152,11 @@ def test_resume_after_a_crash_loses_nothing_and_duplicates_nothing(tmp_path, mon
     assert len(resumed) == 8
 
     measured = []
-    monkeypatch.setattr(bench.Study, "_measure",
-                        lambda self, *args: measured.append(args[:2]) or real_measure(self, *args))
+    monkeypatch.setattr(
+        bench.Study,
+        "_measure",
+        lambda self, *args: measured.append(args[:2]) or real_measure(self, *args),
+    )
     small_study(tmp_path, force=True, tasks=["sst2"], techniques=["fp32"]).run(["fp32"])
     assert len(measured) == 1  # --force measures the cell again, in place
     assert len(list(cells_dir.glob("*.json"))) == 4

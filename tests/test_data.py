@@ -11,12 +11,12 @@ GLUE_FILES = {
     "gj04\t0\t*\tThey drank the pub.\n",
     "SST-2/dev.tsv": "sentence\tlabel\nit 's a charming journey .\t1\nunflinchingly bleak\t0\n",
     "MRPC/dev.tsv": "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
-    "1\t1\t2\tHe said \"yes\".\tHe agreed.\n0\t3\t4\tA cat.\tA dog.\n",
+    '1\t1\t2\tHe said "yes".\tHe agreed.\n0\t3\t4\tA cat.\tA dog.\n',
     "QQP/dev.tsv": "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
     "1\t1\t2\tHow do I cook?\tHow to cook?\t1\n2\t3\t4\tWhy?\tWhere?\t0\n",
     "STS-B/dev.tsv": "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
     "0\tmain-captions\tMSRvid\t2012test\t0000\tnone\tnone\tA man plays.\tA man is playing.\t5.000\n"
-    "1\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA \"dog\tA cat.\t0.500\n",
+    '1\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA "dog\tA cat.\t0.500\n',
     "MNLI/dev_matched.tsv": "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\t"
     "sentence2_binary_parse\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label\n"
     "0\t1\t1e\tgov\t(x)\t(y)\t(X)\t(Y)\tThe cat sat.\tA cat sat.\tentailment\tentailment\n"
@@ -25,14 +25,22 @@ GLUE_FILES = {
     "MNLI/dev_mismatched.tsv": "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\t"
     "sentence2_binary_parse\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label\n"
     "0\t1\t1c\tfiction\t(x)\t(y)\t(X)\t(Y)\tHe left.\tHe stayed.\tcontradiction\tcontradiction\n",
-    "QNLI/dev.tsv": "index\tquestion\tsentence\tlabel\n0\tWho?\tHe \"did it.\tentailment\n"
+    "QNLI/dev.tsv": 'index\tquestion\tsentence\tlabel\n0\tWho?\tHe "did it.\tentailment\n'
     "1\tWhen?\tNever.\tnot_entailment\n",
     "RTE/dev.tsv": "index\tsentence1\tsentence2\tlabel\n0\tA.\tB.\tnot_entailment\n1\tC.\tC.\tentailment\n",
     "WNLI/dev.tsv": "index\tsentence1\tsentence2\tlabel\n0\tA.\tB.\t1\n1\tC.\tD.\t0\n",
 }
 EXPECTED_LABELS = {
-    "cola": [1, 0], "sst2": [1, 0], "mrpc": [1, 0], "qqp": [1, 0], "stsb": [5.0, 0.5],
-    "mnli_m": [0, 1, 2], "mnli_mm": [2], "qnli": [0, 1], "rte": [1, 0], "wnli": [1, 0],
+    "cola": [1, 0],
+    "sst2": [1, 0],
+    "mrpc": [1, 0],
+    "qqp": [1, 0],
+    "stsb": [5.0, 0.5],
+    "mnli_m": [0, 1, 2],
+    "mnli_mm": [2],
+    "qnli": [0, 1],
+    "rte": [1, 0],
+    "wnli": [1, 0],
 }
 
 
@@ -90,7 +98,9 @@ def test_wrong_columns_are_named(tmp_path):
 
 def test_unknown_label_names_are_reported(tmp_path):
     (tmp_path / "RTE").mkdir()
-    (tmp_path / "RTE" / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n")
+    (tmp_path / "RTE" / "dev.tsv").write_text(
+        "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n"
+    )
     with pytest.raises(data.DataError, match="maybe"):
         data.load_split(get_task("rte"), "local", glue_dir=tmp_path)
 

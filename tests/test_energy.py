@@ -62,8 +62,9 @@ def test_factory_falls_back_to_null_with_the_reason_on_this_cpu(monkeypatch):
 def test_factory_uses_rapl_when_readable(monkeypatch, clock):
     import zeus.monitor
 
-    monkeypatch.setattr(zeus.monitor, "ZeusMonitor",
-                        lambda **kwargs: FakeMonitor(clock, source="cpu"))
+    monkeypatch.setattr(
+        zeus.monitor, "ZeusMonitor", lambda **kwargs: FakeMonitor(clock, source="cpu")
+    )
     assert energy.make_meter(CPU).source == "rapl"
 
 

@@ -49,10 +49,16 @@ def test_plan_without_base_model_trains_nothing_and_needs_a_folder_with_one(tmp_
 
 
 def test_plan_fine_tunes_each_model_task_once(tmp_path, base_model):
-    plan = finetune.Plan(tasks=["mnli_m", "mnli_mm"], base_model=str(base_model),
-                         checkpoints_dir=str(tmp_path / "ckpt"), max_samples=12,
-                         finetune_max_train_samples=16, finetune_epochs={"default": 1},
-                         finetune_batch_size={"default": 8}, device="cpu")
+    plan = finetune.Plan(
+        tasks=["mnli_m", "mnli_mm"],
+        base_model=str(base_model),
+        checkpoints_dir=str(tmp_path / "ckpt"),
+        max_samples=12,
+        finetune_max_train_samples=16,
+        finetune_epochs={"default": 1},
+        finetune_batch_size={"default": 8},
+        device="cpu",
+    )
     reports = plan.run()
     assert reports["task"].tolist() == ["mnli_m", "mnli_mm"]
     assert reports["reused"].tolist() == [False, True]

@@ -28,11 +28,13 @@ def test_matthews_correlation_matches_its_formula():
 
 def test_stsb_correlations_use_the_regression_output():
     predictions = np.array([[0.5], [1.5], [2.0], [4.5]])
-    scores, _ = metrics.compute(get_task("stsb"), predictions, np.array([1.0, 2.0, 3.0, 4.0]),
-                                "sklearn")
+    scores, _ = metrics.compute(
+        get_task("stsb"), predictions, np.array([1.0, 2.0, 3.0, 4.0]), "sklearn"
+    )
     assert scores["spearmanr"] == pytest.approx(1.0)
-    assert scores["pearson"] == pytest.approx(np.corrcoef([0.5, 1.5, 2.0, 4.5], [1, 2, 3, 4])[0, 1],
-                                              rel=1e-6)
+    assert scores["pearson"] == pytest.approx(
+        np.corrcoef([0.5, 1.5, 2.0, 4.5], [1, 2, 3, 4])[0, 1], rel=1e-6
+    )
 
 
 def test_auto_falls_back_to_sklearn_when_evaluate_cannot_load(monkeypatch):
@@ -53,6 +55,7 @@ def test_evaluate_glue_metric_and_the_formulas_agree(name):
     rng = np.random.default_rng(0)
     labels = rng.uniform(0, 5, 50) if task.is_regression else rng.integers(0, task.num_labels, 50)
     logits = rng.normal(size=(50, task.num_labels))
-    assert metrics.compute(task, logits, labels, "evaluate")[0] == metrics.compute(
-        task, logits, labels, "sklearn"
-    )[0]
+    assert (
+        metrics.compute(task, logits, labels, "evaluate")[0]
+        == metrics.compute(task, logits, labels, "sklearn")[0]
+    )

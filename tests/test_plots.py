@@ -9,14 +9,22 @@ def summary(energy=True):
     rows = []
     for task, metric in [("sst2", 0.9), ("mrpc", 0.85)]:
         for technique, scale in [("fp32", 1.0), ("fp16", 0.25), ("int8", 2.5)]:
-            rows.append({
-                "profile": "p", "task": task, "technique": technique, "batch_size": 16,
-                "metric": "accuracy", "metric_value": metric - 0.01 * scale,
-                "energy_source": "nvml" if energy else "none", "device_name": "GPU",
-                "j_per_1k_samples_mean": 200 * scale if energy else float("nan"),
-                "j_per_1k_samples_ci95": 5.0, "samples_per_s_mean": 3000 / scale,
-                "samples_per_s_ci95": 50.0,
-            })
+            rows.append(
+                {
+                    "profile": "p",
+                    "task": task,
+                    "technique": technique,
+                    "batch_size": 16,
+                    "metric": "accuracy",
+                    "metric_value": metric - 0.01 * scale,
+                    "energy_source": "nvml" if energy else "none",
+                    "device_name": "GPU",
+                    "j_per_1k_samples_mean": 200 * scale if energy else float("nan"),
+                    "j_per_1k_samples_ci95": 5.0,
+                    "samples_per_s_mean": 3000 / scale,
+                    "samples_per_s_ci95": 50.0,
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -1,5 +1,3 @@
-import json
-
 import pandas as pd
 import pytest
 
@@ -7,16 +5,43 @@ from effbert import results
 
 
 def record(task="sst2", technique="fp32", energy=(100.0, 110.0), status="ok"):
-    config = {"profile": "p", "task": task, "technique": technique, "batch_size": 16,
-              "padding": "max_length", "max_length": 128}
-    trials = [{"trial": i, "n_samples": 1000, "n_tokens": 50000, "passes": 1, "time_s": 1.0,
-               "energy_j": e, "dynamic_energy_j": e - 50, "samples_per_s": 1000.0,
-               "tokens_per_s": 5e4, "j_per_1k_samples": e, "j_per_token": e / 5e4,
-               "co2_mg": 1.0} for i, e in enumerate(energy)]
-    return {"config": config, "status": status, "reason": "" if status == "ok" else "why",
-            "trials": trials if status == "ok" else [], "metric": "accuracy",
-            "metric_value": 0.9, "energy_source": "nvml", "cv_flag": False,
-            "environment": {"device_name": "GPU"}, "measured_at": "2026-11-26T00:00:00"}
+    config = {
+        "profile": "p",
+        "task": task,
+        "technique": technique,
+        "batch_size": 16,
+        "padding": "max_length",
+        "max_length": 128,
+    }
+    trials = [
+        {
+            "trial": i,
+            "n_samples": 1000,
+            "n_tokens": 50000,
+            "passes": 1,
+            "time_s": 1.0,
+            "energy_j": e,
+            "dynamic_energy_j": e - 50,
+            "samples_per_s": 1000.0,
+            "tokens_per_s": 5e4,
+            "j_per_1k_samples": e,
+            "j_per_token": e / 5e4,
+            "co2_mg": 1.0,
+        }
+        for i, e in enumerate(energy)
+    ]
+    return {
+        "config": config,
+        "status": status,
+        "reason": "" if status == "ok" else "why",
+        "trials": trials if status == "ok" else [],
+        "metric": "accuracy",
+        "metric_value": 0.9,
+        "energy_source": "nvml",
+        "cv_flag": False,
+        "environment": {"device_name": "GPU"},
+        "measured_at": "2026-11-26T00:00:00",
+    }
 
 
 def test_cell_ids_ignore_key_order():
@@ -55,7 +80,7 @@ def test_tables_have_one_row_per_trial_and_one_summary_row_per_cell(tmp_path):
     summary = pd.read_csv(tmp_path / results.SUMMARY_CSV)
     [row] = summary.to_dict("records")
     assert row["energy_j_mean"] == 105.0 and row["trials"] == 2
-    assert row["energy_j_ci95"] == pytest.approx(12.706 * 7.0711 / 2 ** 0.5, rel=1e-3)
+    assert row["energy_j_ci95"] == pytest.approx(12.706 * 7.0711 / 2**0.5, rel=1e-3)
 
 
 def test_read_results_explains_what_is_missing(tmp_path):

@@ -85,8 +85,11 @@ def test_failing_notebook_keeps_its_executed_copy_and_names_the_cell(tmp_path, n
 
 def test_only_runs_the_selected_notebooks(tmp_path, notebooks):
     reports = tmp_path / "reports"
-    runs = runner.run_profile(profile(tmp_path, "value: 2\n"), reports, only=["20"],
-                              notebooks_dir=notebooks)
-    assert [(r.stem, r.status) for r in runs] == [("10-first-step", "not run"),
-                                                  ("20-second-step", "ok")]
+    runs = runner.run_profile(
+        profile(tmp_path, "value: 2\n"), reports, only=["20"], notebooks_dir=notebooks
+    )
+    assert [(r.stem, r.status) for r in runs] == [
+        ("10-first-step", "not run"),
+        ("20-second-step", "ok"),
+    ]
     assert (reports / "20-second-step.html").exists()

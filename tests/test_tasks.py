@@ -5,7 +5,16 @@ from effbert.tasks import ALL_TASKS, TASKS, get_task
 
 def test_registry_covers_all_of_glue():
     assert set(ALL_TASKS) == {
-        "cola", "sst2", "mrpc", "qqp", "stsb", "mnli_m", "mnli_mm", "qnli", "rte", "wnli"
+        "cola",
+        "sst2",
+        "mrpc",
+        "qqp",
+        "stsb",
+        "mnli_m",
+        "mnli_mm",
+        "qnli",
+        "rte",
+        "wnli",
     }
 
 
