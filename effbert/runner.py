@@ -27,7 +27,7 @@ RUNNER_PARAMETERS = ("reports_dir", "force")  # set by the runner, not by profil
 @dataclass
 class NotebookRun:
     stem: str
-    status: str  # "ok", "failed", "not run", or "earlier run" (not selected by --only)
+    status: str  # "ok", "failed" or "not run"; "(earlier run)" when --only left it out
     message: str = ""
 
 
@@ -139,12 +139,7 @@ def run_profile(
     paths = list(declared)
     out = cfg.reports_paths(reports_dir)
     selected = [p for p in paths if not only or any(p.stem.startswith(o) for o in only)]
-    runs = [
-        NotebookRun(
-            p.stem, "earlier run" if (out["executed"] / f"{p.stem}.ipynb").exists() else "not run"
-        )
-        for p in paths
-    ]
+    runs = [earlier_run(out["executed"], p.stem) for p in paths]
     given = {**profile, "reports_dir": str(out["root"]), "force": force}
     for path, run in zip(paths, runs, strict=True):
         if path not in selected:
@@ -153,6 +148,22 @@ def run_profile(
         run.status, run.message = _execute(path, parameters, out)
     write_index(out["root"], runs, profile["profile"])
     return runs
+
+
+def earlier_run(executed_dir: Path, stem: str) -> NotebookRun:
+    """The state an executed notebook was left in by an earlier run, read from its outputs."""
+    import nbformat
+
+    path = Path(executed_dir) / f"{stem}.ipynb"
+    if not path.exists():
+        return NotebookRun(stem, "not run")
+    nb = nbformat.read(path, as_version=4)
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                message = f"cell {index}: {output['ename']}: {output['evalue']}"
+                return NotebookRun(stem, "failed (earlier run)", message)
+    return NotebookRun(stem, "ok (earlier run)")
 
 
 def _execute(path: Path, parameters: dict[str, Any], out: dict[str, Path]) -> tuple[str, str]:
