@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -190,22 +190,14 @@ def predict(prepared: models.Prepared, batches: list[data.Batch], n_rows: int) -
 
 
 @dataclass
-class Study:
+class Study(data.TaskInputs):
     """A profile's sweep over tasks, techniques and batch sizes.
 
     Field names are the notebooks' parameter names; ``Study.from_namespace(globals())`` in a
     notebook picks them up after papermill injected the profile.
     """
 
-    profile: str = "smoke"
-    reports_dir: str = "reports"
-    device: str = "auto"
     energy: str = "auto"
-    tasks: list = field(default_factory=lambda: ["sst2"])
-    on_missing_task: str = "error"
-    data_source: str = "synthetic"
-    glue_dir: str = ""
-    max_samples: int = 0
     model: str = models.TINY_RANDOM
     checkpoints: dict = field(default_factory=dict)
     checkpoints_dir: str = ""
@@ -220,25 +212,15 @@ class Study:
     max_cv: float = 0.05
     idle_s: float = 3.0
     latency_batches: int = 50
-    carbon_intensity_g_per_kwh: float = 400.0
+    carbon_intensity_g_per_kwh: float = 475.0
     metrics_backend: str = "auto"
     metric_tolerance: float = 0.02
-    seed: int = 0
     force: bool = False
 
-    @classmethod
-    def from_namespace(cls, namespace: dict[str, Any]) -> Study:
-        return cls(**{f.name: namespace[f.name] for f in fields(cls) if f.name in namespace})
-
     def __post_init__(self) -> None:
-        for name in self.tasks:
-            get_task(name)
+        super().__post_init__()
         for name in self.techniques:
             models.get_technique(name)
-        if self.on_missing_task not in ("error", "skip"):
-            raise ValueError(
-                f"on_missing_task must be 'error' or 'skip', not {self.on_missing_task!r}"
-            )
         self.paths = cfg.reports_paths(self.reports_dir)
         self.torch_device = environment.resolve_device(self.device)
         self.settings = MeasureSettings(self.warmup_s, self.trials, self.min_window_s)
@@ -260,12 +242,6 @@ class Study:
 
     def label_map_for(self, task: GlueTask) -> list[str] | None:
         return self.label_maps.get(task.name) or self.label_maps.get(task.model_task)
-
-    def load_rows(self, task: GlueTask) -> pd.DataFrame:
-        glue_dir = cfg.resolve_path(self.glue_dir) if self.glue_dir else ""
-        return data.load_split(
-            task, self.data_source, glue_dir=glue_dir, max_samples=self.max_samples, seed=self.seed
-        )
 
     def inputs(self) -> pd.DataFrame:
         """Per task: rows found, the checkpoint that would run, and any problem."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -160,21 +160,12 @@ def score(
 
 
 @dataclass
-class Plan:
+class Plan(data.TaskInputs):
     """The fine-tuning notebook's work: one checkpoint per task that has train data.
 
     Field names are the notebook's parameter names (``Plan.from_namespace(globals())``).
     """
 
-    profile: str = "smoke"
-    reports_dir: str = "reports"
-    device: str = "auto"
-    tasks: list = field(default_factory=lambda: ["sst2"])
-    on_missing_task: str = "error"
-    data_source: str = "synthetic"
-    glue_dir: str = ""
-    max_samples: int = 0
-    seed: int = 0
     base_model: str = ""
     checkpoints_dir: str = ""
     finetune_epochs: dict = field(default_factory=lambda: {"default": 3})
@@ -182,11 +173,8 @@ class Plan:
     finetune_batch_size: dict = field(default_factory=lambda: {"default": 32})
     finetune_max_train_samples: int = 0
 
-    @classmethod
-    def from_namespace(cls, namespace: dict) -> Plan:
-        return cls(**{f.name: namespace[f.name] for f in fields(cls) if f.name in namespace})
-
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.base_model and not self.checkpoints_dir:
             raise ValueError("base_model is set: also set checkpoints_dir, where checkpoints go")
 
@@ -199,16 +187,8 @@ class Plan:
         )
 
     def _rows(self, task: GlueTask, split: str) -> pd.DataFrame:
-        glue_dir = resolve_path(self.glue_dir) if self.glue_dir else ""
-        limit = self.finetune_max_train_samples if split == "train" else self.max_samples
-        return data.load_split(
-            task,
-            self.data_source,
-            split=split,
-            glue_dir=glue_dir,
-            max_samples=limit,
-            seed=self.seed,
-        )
+        limit = self.finetune_max_train_samples if split == "train" else None
+        return self.load_rows(task, split, limit)
 
     def overview(self) -> pd.DataFrame:
         """Per task: whether it has train data, and the settings it would be trained with."""

@@ -93,3 +93,13 @@ def test_only_runs_the_selected_notebooks(tmp_path, notebooks):
         ("20-second-step", "ok"),
     ]
     assert (reports / "20-second-step.html").exists()
+
+
+def test_measurement_notebooks_declare_identical_parameters():
+    """Papermill needs the parameters cell in each notebook; this keeps the copies in step."""
+    declared = runner.all_parameters(runner.notebook_paths())
+    measuring = [params for path, params in declared.items() if "-measure-" in path.stem]
+    assert len(measuring) == 5
+    assert all(params == measuring[0] for params in measuring)
+    environment = next(p for path, p in declared.items() if path.stem == "00-check-environment")
+    assert environment == measuring[0]
