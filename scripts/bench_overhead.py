@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
+import time
 
 import torch
 
@@ -27,6 +29,7 @@ def main() -> None:
     parser.add_argument("--glue-dir", default="", help="glue_data folder; synthetic rows if empty")
     parser.add_argument("--rounds", type=int, default=5, help="effbert/bare pairs")
     parser.add_argument("--window-s", type=float, default=2.0)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--json", help="write the numbers here too")
     args = parser.parse_args()
 
@@ -34,7 +37,7 @@ def main() -> None:
     task = get_task(args.task)
     rows = data.load_split(task, "local" if args.glue_dir else "synthetic", glue_dir=args.glue_dir)
     tokenizer = models.load_tokenizer(args.checkpoint)
-    batches = data.make_batches(tokenizer, rows, 16, "max_length", 128)
+    batches = data.make_batches(tokenizer, rows, args.batch_size, "max_length", 128)
     prepared = models.prepare(args.checkpoint, task, models.get_technique("fp16"), device)
     inputs = [b.to(device).inputs() for b in batches]
     forward = prepared.forward()
@@ -51,30 +54,47 @@ def main() -> None:
     settings = bench.MeasureSettings(warmup_s=2.0, trials=2, min_window_s=args.window_s)
     effbert_j, bare_j = [], []
     with prepared.context():
-        for _ in range(args.rounds):
-            windows = bench.measure_windows(run_pass, meter, settings)
-            passes = sum(w.passes for w in windows)
-            effbert_j.append(sum(w.energy_j for w in windows) / (passes * samples_per_pass))
-            for _ in range(passes // 2):  # warm as the effbert trial was
-                run_pass()
-            bare.begin_window("bare")
-            for _ in range(passes):
-                run_pass()
-            m = bare.end_window("bare")
-            bare_j.append(m.gpu_energy[0] / (passes * samples_per_pass))
+        start = time.perf_counter()
+        for _ in range(3):
+            run_pass()
+        torch.cuda.synchronize(device)
+        seconds_per_pass = (time.perf_counter() - start) / 3
+        for round_index in range(args.rounds):
+            # alternate which goes first, so that drift (heat, clocks) favours neither
+            order = ("effbert", "bare") if round_index % 2 == 0 else ("bare", "effbert")
+            passes = None
+            for way in order:
+                if way == "effbert":
+                    windows = bench.measure_windows(run_pass, meter, settings)
+                    done = sum(w.passes for w in windows)
+                    effbert_j.append(sum(w.energy_j for w in windows) / (done * samples_per_pass))
+                    passes = passes or done
+                else:
+                    passes = passes or math.ceil(2 * args.window_s / seconds_per_pass)
+                    for _ in range(passes // 2):  # warm as the effbert trial was
+                        run_pass()
+                    bare.begin_window("bare")
+                    for _ in range(passes):
+                        run_pass()
+                    m = bare.end_window("bare")
+                    bare_j.append(m.gpu_energy[0] / (passes * samples_per_pass))
 
     ratios = [e / b for e, b in zip(effbert_j, bare_j, strict=True)]
     result = {
         "device": torch.cuda.get_device_name(device),
         "checkpoint": args.checkpoint,
         "task": task.name,
+        "batch_size": args.batch_size,
+        "window_s": args.window_s,
         "samples_per_pass": samples_per_pass,
         "effbert_mj_per_sample": [1000 * x for x in effbert_j],
         "bare_mj_per_sample": [1000 * x for x in bare_j],
         "ratio_mean": statistics.mean(ratios),
         "ratio_ci95": bench.ci95_half_width(ratios),
     }
-    print(f"device {result['device']}, fp16, {task.name} dev, batch 16, padded to 128")
+    print(
+        f"device {result['device']}, fp16, {task.name} dev, batch {args.batch_size}, padded to 128"
+    )
     for i, (e, b) in enumerate(zip(effbert_j, bare_j, strict=True)):
         print(
             f"round {i}: effbert {1000 * e:.3f} mJ/sample  bare {1000 * b:.3f} mJ/sample  "
