@@ -84,10 +84,16 @@ def check_can_run(profile: dict[str, Any]) -> None:
 
 
 def _uses_hub(profile: dict[str, Any]) -> bool:
+    """Hub data, or a checkpoint or base model that is no local folder (so a Hub id)."""
+    from effbert.models import TINY_RANDOM
+
     if profile.get("data_source") == "hub":
         return True
-    specs = list((profile.get("checkpoints") or {}).values()) + [profile.get("base_model", "")]
-    return any(spec and "/" in str(spec) and not Path(str(spec)).exists() for spec in specs)
+    specs = list((profile.get("checkpoints") or {}).values())
+    specs += [profile.get("base_model", ""), profile.get("model", TINY_RANDOM)]
+    return any(
+        spec and spec != TINY_RANDOM and not cfg.resolve_path(str(spec)).exists() for spec in specs
+    )
 
 
 def hub_reachable(timeout_s: float = 3.0) -> bool:

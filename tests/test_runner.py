@@ -103,3 +103,11 @@ def test_measurement_notebooks_declare_identical_parameters():
     assert all(params == measuring[0] for params in measuring)
     environment = next(p for path, p in declared.items() if path.stem == "00-check-environment")
     assert environment == measuring[0]
+
+
+def test_hub_ids_anywhere_in_a_profile_need_the_hub(tmp_path):
+    assert not runner._uses_hub({"data_source": "synthetic", "model": "tiny-random"})
+    assert not runner._uses_hub({"data_source": "local", "checkpoints": {"sst2": str(tmp_path)}})
+    assert runner._uses_hub({"data_source": "local", "model": "distilbert-base-uncased"})
+    assert runner._uses_hub({"data_source": "local", "checkpoints": {"cola": "textattack/x"}})
+    assert runner._uses_hub({"data_source": "hub"})
