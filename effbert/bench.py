@@ -30,16 +30,6 @@ J_PER_KWH = 3.6e6
 logger = logging.getLogger(__name__)
 
 
-def ci95_half_width(values) -> float:
-    """Half-width of the 95% Student-t confidence interval of the mean (NaN for n < 2)."""
-    from scipy.stats import t
-
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        return math.nan
-    return float(t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
-
-
 @dataclass(frozen=True)
 class Window:
     """One measured trial: how many full passes ran and what the meter read."""

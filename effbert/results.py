@@ -131,10 +131,18 @@ def trial_rows(cells: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.reindex(columns=leading + [c for c in frame.columns if c not in leading])
 
 
+def ci95_half_width(values) -> float:
+    """Half-width of the 95% Student-t confidence interval of the mean (NaN for n < 2)."""
+    from scipy.stats import t
+
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return math.nan
+    return float(t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+
+
 def summarize(trials: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: mean, std and 95% CI half-width of each per-trial measure."""
-    from effbert.bench import ci95_half_width
-
     keys = ["profile", "task", "technique", "batch_size", "padding", "max_length", "cell_id"]
     ok = trials[trials["status"] == "ok"]
     rows = []

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from effbert import bench, data, energy, models
+from effbert import bench, data, energy, models, results
 from effbert.tasks import get_task
 
 
@@ -90,7 +90,7 @@ def main() -> None:
         "effbert_mj_per_sample": [1000 * x for x in effbert_j],
         "bare_mj_per_sample": [1000 * x for x in bare_j],
         "ratio_mean": statistics.mean(ratios),
-        "ratio_ci95": bench.ci95_half_width(ratios),
+        "ratio_ci95": results.ci95_half_width(ratios),
     }
     print(
         f"device {result['device']}, fp16, {task.name} dev, batch {args.batch_size}, padded to 128"

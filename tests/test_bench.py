@@ -71,8 +71,10 @@ def test_trial_figures_are_totals_over_counts_with_idle_subtracted():
 def test_ci95_uses_student_t():
     values = [10.0, 12.0, 11.0, 13.0, 9.0]
     # t(0.975, 4) = 2.7764; std = 1.5811; n = 5
-    assert bench.ci95_half_width(values) == pytest.approx(2.7764 * 1.5811 / math.sqrt(5), rel=1e-3)
-    assert math.isnan(bench.ci95_half_width([1.0]))
+    assert results.ci95_half_width(values) == pytest.approx(
+        2.7764 * 1.5811 / math.sqrt(5), rel=1e-3
+    )
+    assert math.isnan(results.ci95_half_width([1.0]))
 
 
 def test_variation_flags_energy_when_measured_else_throughput():
