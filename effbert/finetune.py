@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,9 @@ class FinetuneSettings:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     seed: int = 0
+    reinit_layers: int = 0  # top encoder layers drawn afresh before training
+    layer_lr_decay: float = 1.0  # each layer below the top trains at this times the lr above
+    head_lr: float = 0.0  # learning rate of the new classification head (0: lr)
 
 
 def per_task(values: dict, task: GlueTask, fallback):
@@ -59,10 +63,13 @@ def finetune(
     out_dir: Path,
     settings: FinetuneSettings,
     device: torch.device,
+    after_epoch: Callable[[torch.nn.Module, int], None] | None = None,
 ) -> dict:
     """Train ``base_model`` on ``train_rows`` and save a checkpoint with GLUE label names.
 
     A checkpoint already in ``out_dir`` from the same base model and settings is reused.
+    ``after_epoch(model, epoch)``, if given, runs after each full epoch (its time counts in
+    the fine-tune's wall time); the model is back in training mode afterwards.
 
     Returns:
         A report: task, settings, wall time of the fine-tune, whether it was reused.
@@ -86,11 +93,17 @@ def finetune(
     tokenizer = models.load_tokenizer(base_model)
     model = AutoModelForSequenceClassification.from_pretrained(
         models.locate(base_model), ignore_mismatched_sizes=True, **_label_config(task)
-    ).to(device)
+    )
+    if settings.reinit_layers:
+        _reinit(model.distilbert.transformer.layer[-settings.reinit_layers :], model.config)
+    model = model.to(device)
     steps_per_epoch = math.ceil(len(train_rows) / settings.batch_size)
     steps = math.ceil(settings.epochs * steps_per_epoch)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+        _parameter_groups(model, settings),
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        fused=device.type == "cuda",
     )
     schedule = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * steps), steps)
     label_dtype = torch.float32 if task.is_regression else torch.long
@@ -122,6 +135,10 @@ def finetune(
             progress.update()
             if step % 50 == 0:
                 progress.set_postfix(loss=f"{loss.item():.3f}")
+        else:
+            if after_epoch is not None:
+                after_epoch(model, epoch)
+                model.train()
     progress.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -142,6 +159,35 @@ def finetune(
     return report
 
 
+def _parameter_groups(model: torch.nn.Module, settings: FinetuneSettings) -> list[dict]:
+    """Per-group learning rates: the head at ``head_lr``, encoder layer ``i`` of ``n`` at
+    ``lr * layer_lr_decay ** (n - i)`` counted from the head, the embeddings lowest."""
+    encoder = model.distilbert
+    layers = list(encoder.transformer.layer)
+    groups = [{"params": list(encoder.embeddings.parameters()), "depth": len(layers)}]
+    groups += [
+        {"params": list(layer.parameters()), "depth": len(layers) - 1 - i}
+        for i, layer in enumerate(layers)
+    ]
+    in_encoder = {id(p) for p in encoder.parameters()}
+    head = [p for p in model.parameters() if id(p) not in in_encoder]
+    for group in groups:
+        group["lr"] = settings.lr * settings.layer_lr_decay ** group.pop("depth")
+    groups.append({"params": head, "lr": settings.head_lr or settings.lr})
+    return groups
+
+
+def _reinit(layers: torch.nn.Module, config) -> None:
+    """Draw encoder layers afresh, as a new DistilBERT would (BERT's initialisation)."""
+    for module in layers.modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.normal_(module.weight, std=config.initializer_range)
+            torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, torch.nn.LayerNorm):
+            torch.nn.init.ones_(module.weight)
+            torch.nn.init.zeros_(module.bias)
+
+
 def score(
     checkpoint: Path,
     task: GlueTask,
@@ -151,7 +197,24 @@ def score(
 ) -> dict[str, float]:
     """The task's dev metrics of a saved checkpoint, in fp32."""
     prepared = models.prepare(str(checkpoint), task, models.get_technique("fp32"), device)
-    tokenizer = models.load_tokenizer(str(checkpoint))
+    return _dev_scores(prepared, models.load_tokenizer(str(checkpoint)), task, dev_rows, max_length)
+
+
+def score_model(
+    model: torch.nn.Module,
+    tokenizer,
+    task: GlueTask,
+    dev_rows: pd.DataFrame,
+    device: torch.device,
+    max_length: int = 128,
+) -> dict[str, float]:
+    """Dev metrics of a model being fine-tuned (labels already in GLUE order), in fp32."""
+    model.eval()
+    prepared = models.Prepared(model, models.get_technique("fp32"), device)
+    return _dev_scores(prepared, tokenizer, task, dev_rows, max_length)
+
+
+def _dev_scores(prepared, tokenizer, task, dev_rows, max_length) -> dict[str, float]:
     batches = data.make_batches(tokenizer, dev_rows, 64, "longest", max_length)
     scores, _ = metrics.compute(
         task, predict(prepared, batches, len(dev_rows)), dev_rows["label"].to_numpy()

@@ -13,11 +13,12 @@ import argparse
 import itertools
 import json
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from effbert import data, finetune
+from effbert import data, finetune, models
 from effbert.tasks import get_task
 
 
@@ -30,28 +31,73 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, nargs="+", default=[3.0])
     parser.add_argument("--batch-size", type=int, nargs="+", default=[32])
     parser.add_argument("--seed", type=int, nargs="+", default=[0])
+    parser.add_argument("--warmup-ratio", type=float, nargs="+", default=[0.1])
+    parser.add_argument("--weight-decay", type=float, nargs="+", default=[0.01])
+    parser.add_argument("--reinit-layers", type=int, nargs="+", default=[0])
+    parser.add_argument("--layer-lr-decay", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--head-lr", type=float, nargs="+", default=[0.0])
+    parser.add_argument(
+        "--each-epoch", action="store_true", help="also score dev after every epoch"
+    )
+    parser.add_argument("--max-train-rows", type=int, default=0, help="0: all")
     parser.add_argument("--json", help="append one JSON line per setting here")
     args = parser.parse_args()
 
     task = get_task(args.task)
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    train = data.load_split(task, "local", split="train", glue_dir=args.glue_dir)
+    train = data.load_split(
+        task, "local", split="train", glue_dir=args.glue_dir, max_samples=args.max_train_rows
+    )
     dev = data.load_split(task, "local", glue_dir=args.glue_dir)
-    grid = itertools.product(args.lr, args.epochs, args.batch_size, args.seed)
-    for lr, epochs, batch_size, seed in grid:
-        settings = finetune.FinetuneSettings(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    tokenizer = models.load_tokenizer(args.base_model)
+    grid = itertools.product(
+        args.lr,
+        args.epochs,
+        args.batch_size,
+        args.seed,
+        args.warmup_ratio,
+        args.weight_decay,
+        args.reinit_layers,
+        args.layer_lr_decay,
+        args.head_lr,
+    )
+    for lr, epochs, batch_size, seed, warmup_ratio, weight_decay, reinit, decay, head_lr in grid:
+        settings = finetune.FinetuneSettings(
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+            warmup_ratio=warmup_ratio,
+            weight_decay=weight_decay,
+            reinit_layers=reinit,
+            layer_lr_decay=decay,
+            head_lr=head_lr,
+        )
+        by_epoch = []
+
+        def score_epoch(model, epoch, by_epoch=by_epoch):
+            scores = finetune.score_model(model, tokenizer, task, dev, device)
+            by_epoch.append(round(scores[task.primary_metric], 4))
+
         with tempfile.TemporaryDirectory() as out:
-            report = finetune.finetune(args.base_model, task, train, Path(out), settings, device)
+            report = finetune.finetune(
+                args.base_model,
+                task,
+                train,
+                Path(out),
+                settings,
+                device,
+                after_epoch=score_epoch if args.each_epoch else None,
+            )
             scores = finetune.score(Path(out), task, dev, device)
         row = {
             "task": task.name,
-            "lr": lr,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "seed": seed,
+            **asdict(settings),
             **scores,
             "train_time_s": round(report["train_time_s"], 1),
         }
+        if args.each_epoch:
+            row[f"{task.primary_metric}_by_epoch"] = by_epoch
         print(json.dumps(row), flush=True)
         if args.json:
             with open(args.json, "a") as handle:
