@@ -234,6 +234,7 @@ class Plan(data.TaskInputs):
     finetune_epochs: dict = field(default_factory=lambda: {"default": 3})
     finetune_lr: dict = field(default_factory=lambda: {"default": 3e-5})
     finetune_batch_size: dict = field(default_factory=lambda: {"default": 32})
+    finetune_seed: dict = field(default_factory=dict)
     finetune_max_train_samples: int = 0
 
     def __post_init__(self) -> None:
@@ -246,7 +247,7 @@ class Plan(data.TaskInputs):
             epochs=float(per_task(self.finetune_epochs, task, 3)),
             lr=float(per_task(self.finetune_lr, task, 3e-5)),
             batch_size=int(per_task(self.finetune_batch_size, task, 32)),
-            seed=self.seed,
+            seed=int(per_task(self.finetune_seed, task, self.seed)),
         )
 
     def _rows(self, task: GlueTask, split: str) -> pd.DataFrame:

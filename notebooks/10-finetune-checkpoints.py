@@ -35,6 +35,7 @@ checkpoints_dir: str = ""  # where fine-tuned checkpoints go, one folder per tas
 finetune_epochs: dict = {"default": 3}  # task (or default) -> epochs
 finetune_lr: dict = {"default": 3e-5}  # task (or default) -> peak learning rate
 finetune_batch_size: dict = {"default": 32}  # task (or default) -> sequences per step
+finetune_seed: dict = {}  # task (or default) -> seed of the fine-tune (default: seed)
 finetune_max_train_samples: int = 0  # rows of each train split (0: all)
 
 # %% [markdown]

@@ -22,6 +22,62 @@ def test_per_task_values_fall_back_to_default():
     assert finetune.per_task({}, task, 9) == 9
 
 
+def test_plan_settings_take_each_task_its_own_seed_and_rate():
+    plan = finetune.Plan(
+        tasks=["sst2", "rte"], seed=7, finetune_seed={"rte": 2}, finetune_lr={"sst2": 2e-5}
+    )
+    sst2, rte = plan.settings(get_task("sst2")), plan.settings(get_task("rte"))
+    assert (sst2.seed, sst2.lr) == (7, 2e-5)
+    assert (rte.seed, rte.lr) == (2, 3e-5)
+
+
+def test_parameter_groups_decay_the_rate_layer_by_layer_below_the_head(base_model):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(base_model)
+    settings = finetune.FinetuneSettings(lr=1e-4, layer_lr_decay=0.5, head_lr=1e-3)
+    groups = finetune._parameter_groups(model, settings)
+    n_layers = model.config.n_layers
+    assert [g["lr"] for g in groups] == pytest.approx(
+        [1e-4 * 0.5**d for d in range(n_layers, -1, -1)] + [1e-3]
+    )
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+
+
+def test_reinit_draws_only_the_top_layers_afresh(tmp_path, base_model):
+    task = get_task("sst2")
+    rows = data.load_split(task, "synthetic", split="train", max_samples=8)
+    settings = finetune.FinetuneSettings(epochs=1, batch_size=8, lr=0.0, reinit_layers=1)
+    out = tmp_path / "out"
+    finetune.finetune(str(base_model), task, rows, out, settings, torch.device("cpu"))
+    before = models.load_classifier(str(base_model), task).distilbert.transformer.layer
+    after = models.load_classifier(str(out), task).distilbert.transformer.layer
+    assert torch.equal(before[0].ffn.lin1.weight, after[0].ffn.lin1.weight)
+    assert not torch.equal(before[-1].ffn.lin1.weight, after[-1].ffn.lin1.weight)
+    assert torch.equal(
+        after[-1].output_layer_norm.weight, torch.ones_like(before[-1].output_layer_norm.weight)
+    )
+
+
+def test_after_epoch_sees_every_full_epoch_in_training_mode_afterwards(tmp_path, base_model):
+    task = get_task("sst2")
+    rows = data.load_split(task, "synthetic", split="train", max_samples=16)
+    dev = data.load_split(task, "synthetic", max_samples=8)
+    tokenizer = models.load_tokenizer(str(base_model))
+    seen = []
+
+    def after_epoch(model, epoch):
+        scores = finetune.score_model(model, tokenizer, task, dev, torch.device("cpu"), 32)
+        seen.append((epoch, model.training, set(scores)))
+
+    settings = finetune.FinetuneSettings(epochs=2.5, batch_size=8, max_length=32)
+    finetune.finetune(
+        str(base_model), task, rows, tmp_path / "out", settings, torch.device("cpu"), after_epoch
+    )
+    assert seen == [(1, False, {"accuracy"}), (2, False, {"accuracy"})]
+
+
 @pytest.mark.parametrize("name", ["mnli_m", "stsb"])
 def test_finetune_saves_a_glue_labelled_checkpoint_and_reuses_it(tmp_path, base_model, name):
     task = get_task(name)
