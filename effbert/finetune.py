@@ -110,7 +110,8 @@ def finetune(
 
     start = time.perf_counter()
     model.train()
-    progress = tqdm(total=steps, desc=f"fine-tune {task.model_task}", unit="step")
+    # Executed notebooks keep every redraw of a text progress bar: redraw every 5 s at most.
+    progress = tqdm(total=steps, desc=f"fine-tune {task.model_task}", unit="step", mininterval=5.0)
     step, epoch = 0, 0
     while step < steps:
         # GLUE train files keep related rows together (SST-2 phrases of one sentence, CoLA
@@ -134,7 +135,7 @@ def finetune(
             step += 1
             progress.update()
             if step % 50 == 0:
-                progress.set_postfix(loss=f"{loss.item():.3f}")
+                progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         else:
             if after_epoch is not None:
                 after_epoch(model, epoch)
