@@ -121,7 +121,7 @@ def test_study_records_every_cell_with_metric_and_environment(tmp_path):
 
 
 def test_cpu_run_skips_gpu_techniques_with_the_reason(tmp_path):
-    trials = small_study(tmp_path, techniques=["fp16"]).run(["fp16"])
+    trials = small_study(tmp_path, techniques=["fp16"], device="cpu").run(["fp16"])
     assert (trials["status"] == "skipped").all()
     assert trials["reason"].str.contains("needs a CUDA GPU").all()
 
