@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from effbert.config import resolve_path
+from effbert.config import project_relative, resolve_path
 from effbert.tasks import GlueTask, get_task
 
 SOURCES = ("hub", "local", "synthetic")
@@ -125,9 +125,10 @@ def _load_local(task: GlueTask, split: str, glue_dir: str | Path) -> pd.DataFram
     if not str(glue_dir):
         raise DataError(f"{task.name}: data_source local needs glue_dir (the glue_data folder)")
     path = Path(glue_dir) / task.folder / (task.dev_file if split == "dev" else task.train_file)
+    shown = project_relative(path)  # error messages name paths portably
     if not path.is_file():
         raise DataError(
-            f"{task.name}: no file {path}. glue_dir must hold the glue_data layout "
+            f"{task.name}: no file {shown}. glue_dir must hold the glue_data layout "
             f"({task.folder}/{task.dev_file}); fix glue_dir, or drop {task.name} from tasks"
         )
     read = dict(sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False)
@@ -140,7 +141,7 @@ def _load_local(task: GlueTask, split: str, glue_dir: str | Path) -> pd.DataFram
     missing = [c for c in (label, text_a, text_b) if c and c not in frame.columns]
     if missing:
         raise DataError(
-            f"{task.name}: {path} lacks the columns {missing} (it has {list(frame.columns)}); "
+            f"{task.name}: {shown} lacks the columns {missing} (it has {list(frame.columns)}); "
             "is it a GLUE file of this task, written by the GLUE download script?"
         )
     return _standard_frame(frame, task, label, text_a, text_b, where=str(path))

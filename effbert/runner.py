@@ -146,7 +146,7 @@ def run_profile(
     out = cfg.reports_paths(reports_dir)
     selected = [p for p in paths if not only or any(p.stem.startswith(o) for o in only)]
     runs = [earlier_run(out["executed"], p.stem) for p in paths]
-    given = {**profile, "reports_dir": str(out["root"]), "force": force}
+    given = {**profile, "reports_dir": cfg.project_relative(out["root"]), "force": force}
     for path, run in zip(paths, runs, strict=True):
         if path not in selected:
             continue

@@ -89,6 +89,15 @@ def test_missing_file_names_task_path_and_fix(tmp_path):
     assert "mnli_m" in message and "MNLI/dev_matched.tsv" in message and "glue_dir" in message
 
 
+def test_missing_file_inside_the_project_is_named_relative_to_it():
+    from effbert.config import PROJ_ROOT, resolve_path
+
+    with pytest.raises(data.DataError) as err:
+        data.load_split(get_task("sst2"), "local", glue_dir=resolve_path("no-such-glue"))
+    assert "no file no-such-glue/SST-2/dev.tsv" in str(err.value)
+    assert str(PROJ_ROOT) not in str(err.value)
+
+
 def test_wrong_columns_are_named(tmp_path):
     (tmp_path / "RTE").mkdir()
     (tmp_path / "RTE" / "dev.tsv").write_text("index\tpremise\thypothesis\tlabel\n0\ta\tb\t0\n")
