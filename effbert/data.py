@@ -144,7 +144,7 @@ def _load_local(task: GlueTask, split: str, glue_dir: str | Path) -> pd.DataFram
             f"{task.name}: {shown} lacks the columns {missing} (it has {list(frame.columns)}); "
             "is it a GLUE file of this task, written by the GLUE download script?"
         )
-    return _standard_frame(frame, task, label, text_a, text_b, where=str(path))
+    return _standard_frame(frame, task, label, text_a, text_b, where=shown)
 
 
 def _standard_frame(

@@ -165,15 +165,16 @@ def _parameter_groups(model: torch.nn.Module, settings: FinetuneSettings) -> lis
     ``lr * layer_lr_decay ** (n - i)`` counted from the head, the embeddings lowest."""
     encoder = model.distilbert
     layers = list(encoder.transformer.layer)
-    groups = [{"params": list(encoder.embeddings.parameters()), "depth": len(layers)}]
-    groups += [
-        {"params": list(layer.parameters()), "depth": len(layers) - 1 - i}
-        for i, layer in enumerate(layers)
+    below_head = [encoder.embeddings, *layers]  # bottom to top
+    groups = [
+        {
+            "params": list(module.parameters()),
+            "lr": settings.lr * settings.layer_lr_decay ** (len(layers) - i),
+        }
+        for i, module in enumerate(below_head)
     ]
     in_encoder = {id(p) for p in encoder.parameters()}
     head = [p for p in model.parameters() if id(p) not in in_encoder]
-    for group in groups:
-        group["lr"] = settings.lr * settings.layer_lr_decay ** group.pop("depth")
     groups.append({"params": head, "lr": settings.head_lr or settings.lr})
     return groups
 

@@ -13,7 +13,7 @@ import argparse
 import itertools
 import json
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -50,29 +50,14 @@ def main() -> None:
     )
     dev = data.load_split(task, "local", glue_dir=args.glue_dir)
     tokenizer = models.load_tokenizer(args.base_model)
-    grid = itertools.product(
-        args.lr,
-        args.epochs,
-        args.batch_size,
-        args.seed,
-        args.warmup_ratio,
-        args.weight_decay,
-        args.reinit_layers,
-        args.layer_lr_decay,
-        args.head_lr,
-    )
-    for lr, epochs, batch_size, seed, warmup_ratio, weight_decay, reinit, decay, head_lr in grid:
-        settings = finetune.FinetuneSettings(
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            seed=seed,
-            warmup_ratio=warmup_ratio,
-            weight_decay=weight_decay,
-            reinit_layers=reinit,
-            layer_lr_decay=decay,
-            head_lr=head_lr,
-        )
+    # every FinetuneSettings field with a flag of the same name is swept
+    swept = {
+        f.name: getattr(args, f.name)
+        for f in fields(finetune.FinetuneSettings)
+        if hasattr(args, f.name)
+    }
+    for values in itertools.product(*swept.values()):
+        settings = finetune.FinetuneSettings(**dict(zip(swept, values, strict=True)))
         by_epoch = []
 
         def score_epoch(model, epoch, by_epoch=by_epoch):
