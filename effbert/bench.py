@@ -4,6 +4,9 @@ One cell = one (task, technique, batch size, padding) configuration. After warmu
 is one meter window that repeats full passes over the task's batches until ``min_window_s`` has
 passed; the device is synchronized only at the window's ends. Latency per batch and the task
 metric come from separate, unmeasured passes over the same model and batches.
+
+``Study`` plans a profile's cells and runs them; ``measure_cell`` measures one; the records are
+saved and checked by ``effbert.results``.
 """
 
 from __future__ import annotations
@@ -12,9 +15,8 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +25,7 @@ from tqdm.auto import tqdm
 
 from effbert import config as cfg
 from effbert import data, energy, environment, metrics, models, results
+from effbert.params import ALL, MEASURE, Params, load
 from effbert.tasks import GlueTask, get_task
 
 J_PER_KWH = 3.6e6
@@ -41,20 +44,21 @@ class Window:
 
 @dataclass(frozen=True)
 class MeasureSettings:
-    """How a cell is measured.
+    """How a cell is measured (the profile's ``warmup_s``, ``trials`` and ``min_window_s``).
 
     Attributes:
-        warmup_s: passes run unmeasured first, for at least this long (one pass at least).
-        trials: measured windows per cell.
-        min_window_s: each window repeats full passes until this long has elapsed.
         max_retries: a window that reads 0 J is measured again this many times, each twice
             as long, before failing.
     """
 
-    warmup_s: float = 3.0
-    trials: int = 5
-    min_window_s: float = 2.0
+    warmup_s: float
+    trials: int
+    min_window_s: float
     max_retries: int = 2
+
+    @classmethod
+    def from_params(cls, params: Params) -> MeasureSettings:
+        return cls(params.warmup_s, params.trials, params.min_window_s)
 
     def check(self, meter: energy.Meter) -> None:
         if self.trials < 2:
@@ -168,100 +172,119 @@ def latency_ms(forward, inputs: list[dict], device: torch.device, min_batches: i
     }
 
 
-def predict(prepared: models.Prepared, batches: list[data.Batch], n_rows: int) -> np.ndarray:
-    """Logits in GLUE label order for every row, in the split's original order."""
-    out = None
-    for batch in batches:
-        logits = prepared.logits(batch.to(prepared.device).inputs()).cpu().numpy()
-        if out is None:
-            out = np.empty((n_rows, logits.shape[1]), dtype=np.float32)
-        out[batch.row_index.numpy()] = logits
-    return out
+@dataclass(frozen=True)
+class Cell:
+    """One configuration of the sweep, and the record key that identifies it."""
+
+    task: GlueTask
+    technique: models.Technique
+    batch_size: int
+    checkpoint: str | None
+    config: dict
 
 
-@dataclass
-class Study(data.TaskInputs):
-    """A profile's sweep over tasks, techniques and batch sizes.
+class Study:
+    """A profile's sweep over tasks, techniques and batch sizes, and where it is recorded."""
 
-    Field names are the notebooks' parameter names; ``Study.from_namespace(globals())`` in a
-    notebook picks them up after papermill injected the profile.
-    """
-
-    energy: str = "auto"
-    model: str = models.TINY_RANDOM
-    checkpoints: dict = field(default_factory=dict)
-    checkpoints_dir: str = ""
-    label_maps: dict = field(default_factory=dict)
-    techniques: list = field(default_factory=lambda: list(models.TECHNIQUES))
-    batch_sizes: list = field(default_factory=lambda: [16])
-    padding: str = "max_length"
-    max_length: int = 128
-    warmup_s: float = 3.0
-    trials: int = 5
-    min_window_s: float = 2.0
-    max_cv: float = 0.05
-    idle_s: float = 3.0
-    latency_batches: int = 50
-    carbon_intensity_g_per_kwh: float = 475.0
-    metrics_backend: str = "auto"
-    metric_tolerance: float = 0.02
-    force: bool = False
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in self.techniques:
-            models.get_technique(name)
-        self.paths = cfg.reports_paths(self.reports_dir)
-        self.torch_device = environment.resolve_device(self.device)
-        self.settings = MeasureSettings(self.warmup_s, self.trials, self.min_window_s)
+    def __init__(self, params: Params, reports_dir: str = "reports", force: bool = False):
+        self.params = params
+        self.force = force
+        self.paths = cfg.reports_paths(reports_dir)
+        self.torch_device = environment.resolve_device(params.device)
+        self.techniques = [models.get_technique(name) for name in params.techniques]
+        self.settings = MeasureSettings.from_params(params)
         self._meter = None
         self._idle_power_w = None
+        self._rows: dict[str, pd.DataFrame] = {}
+
+    @classmethod
+    def from_profile(cls, profile: str, reports_dir: str = "reports", force: bool = False):
+        """The study of a profile by name (``params/<name>.yaml``) or path."""
+        return cls(load(profile), reports_dir, force)
+
+    def settings_table(self) -> pd.DataFrame:
+        """The resolved parameters this study runs with (``default`` where the profile differs)."""
+        return self.params.table(groups=(ALL, MEASURE))
+
+    def environment(self) -> pd.Series:
+        """The device, its software, the energy meter and the device's idle power."""
+        facts = environment.describe(self.torch_device)
+        facts.update(
+            energy_source=self.meter.source,
+            energy_reason=self.meter.reason,
+            idle_power_w=self.idle_power_w,
+        )
+        return pd.Series(facts, name="value", dtype=object)
+
+    def check_inputs(self, inputs: pd.DataFrame) -> None:
+        """Every task can run, unless the profile skips those that cannot."""
+        missing = inputs[inputs["problem"] != ""]
+        assert self.params.on_missing_task == "skip" or missing.empty, (
+            f"tasks that cannot run (on_missing_task: error):\n{missing.to_string()}"
+        )
 
     # -- inputs ---------------------------------------------------------------------------
 
     def checkpoint_for(self, task: GlueTask) -> str | None:
-        """The profile's checkpoint, else a fine-tuned one in checkpoints_dir, else ``model``."""
+        """The profile's checkpoint, else one in checkpoints_dir, else ``model`` (None: none)."""
+        p = self.params
         for key in (task.name, task.model_task):
-            if key in self.checkpoints:
-                return str(self.checkpoints[key])
-        if self.checkpoints_dir:
-            folder = cfg.resolve_path(self.checkpoints_dir) / task.model_task
-            if (folder / "config.json").exists():
-                return cfg.project_relative(folder)
-        return self.model or None
+            if key in p.checkpoints:
+                return str(p.checkpoints[key])
+        folder = self.finetuned_folder(task)
+        if folder is not None and (folder / "config.json").exists():
+            return cfg.project_relative(folder)
+        return p.model or None
+
+    def finetuned_folder(self, task: GlueTask):
+        if not self.params.checkpoints_dir:
+            return None
+        return cfg.resolve_path(self.params.checkpoints_dir) / task.model_task
 
     def label_map_for(self, task: GlueTask) -> list[str] | None:
-        return self.label_maps.get(task.name) or self.label_maps.get(task.model_task)
+        maps = self.params.label_maps
+        return maps.get(task.name) or maps.get(task.model_task)
+
+    def rows(self, task: GlueTask, split: str = "dev", max_samples: int | None = None):
+        """The task's rows from the profile's source, read once per study."""
+        key = f"{task.name}/{split}/{max_samples}"
+        if key not in self._rows:
+            self._rows[key] = data.load_rows(self.params, task, split, max_samples)
+        return self._rows[key]
 
     def inputs(self) -> pd.DataFrame:
-        """Per task: rows found, the checkpoint that would run, and any problem."""
-        rows = []
-        for name in self.tasks:
+        """Per task: rows found, the checkpoint that will run, and any problem.
+
+        A checkpoint that 10-finetune will train (``base_model`` set, train rows present) is
+        ``planned``, not missing.
+        """
+        out = []
+        for name in self.params.tasks:
             task = get_task(name)
-            checkpoint = self.checkpoint_for(task)
-            problem, n_rows = "", 0
+            checkpoint, problem, n_rows = self.checkpoint_for(task), "", 0
             try:
-                n_rows = len(self.load_rows(task))
+                n_rows = len(self.rows(task))
             except data.DataError as err:
                 problem = str(err)
+            if self.params.base_model and checkpoint in (None, self.params.model):
+                try:
+                    self.rows(task, "train", max_samples=1)
+                    checkpoint = f"planned: {cfg.project_relative(self.finetuned_folder(task))}"
+                except data.DataError as err:
+                    problem = problem or f"nothing to fine-tune: {err}"
             if checkpoint is None:
                 problem = problem or f"no checkpoint for {name}"
-            rows.append(
-                {"task": name, "rows": n_rows, "checkpoint": checkpoint, "problem": problem}
-            )
-        return pd.DataFrame(rows)
+            out.append({"task": name, "rows": n_rows, "checkpoint": checkpoint, "problem": problem})
+        return pd.DataFrame(out, columns=["task", "rows", "checkpoint", "problem"])
 
     def technique_support(self) -> pd.DataFrame:
         """Which of the profile's techniques can run on this device, and why not."""
         return pd.DataFrame(
             {
-                "technique": name,
-                "unsupported_because": models.unsupported_reason(
-                    models.get_technique(name), self.torch_device
-                )
-                or "",
+                "technique": t.name,
+                "unsupported_because": models.unsupported_reason(t, self.torch_device) or "",
             }
-            for name in self.techniques
+            for t in self.techniques
         )
 
     # -- measurement ----------------------------------------------------------------------
@@ -269,170 +292,139 @@ class Study(data.TaskInputs):
     @property
     def meter(self) -> energy.Meter:
         if self._meter is None:
-            self._meter = energy.make_meter(self.torch_device, self.energy)
+            self._meter = energy.make_meter(self.torch_device, self.params.energy)
         return self._meter
 
     @property
     def idle_power_w(self) -> float:
         if self._idle_power_w is None:
-            self._idle_power_w = energy.idle_power_w(self.meter, self.idle_s)
+            self._idle_power_w = energy.idle_power_w(self.meter, self.params.idle_s)
         return self._idle_power_w
 
     def cell_config(self, task: GlueTask, technique: str, batch_size: int, checkpoint) -> dict:
-        return {
-            "profile": self.profile,
-            "task": task.name,
-            "technique": technique,
-            "batch_size": int(batch_size),
-            "padding": self.padding,
-            "max_length": self.max_length,
-            "data_source": self.data_source,
-            "max_samples": self.max_samples,
-            "checkpoint": checkpoint,
-            "checkpoint_version": _fingerprint(checkpoint),
-            "label_map": self.label_map_for(task),
-            "device": self.torch_device.type,
-            "energy": self.energy,
-            "measure": asdict(self.settings),
-            "seed": self.seed,
-        }
+        return cell_config(
+            self.params,
+            task,
+            technique,
+            batch_size,
+            checkpoint,
+            _fingerprint(checkpoint),
+            self.label_map_for(task),
+            self.torch_device.type,
+        )
+
+    def plan(self, techniques: list[str]) -> list[Cell]:
+        """The cells of ``techniques`` that the profile selects, task by task."""
+        chosen = [t for t in self.techniques if t.name in techniques]
+        cells = []
+        for name in self.params.tasks:
+            task = get_task(name)
+            checkpoint = self.checkpoint_for(task)
+            for technique in chosen:
+                for batch_size in self.params.batch_sizes:
+                    config = self.cell_config(task, technique.name, batch_size, checkpoint)
+                    cells.append(Cell(task, technique, int(batch_size), checkpoint, config))
+        return cells
 
     def run(self, techniques: list[str]) -> pd.DataFrame:
-        """Measure every cell of ``techniques`` (those the profile selects) and save each.
+        """Measure (or read back) every planned cell of ``techniques`` and save each.
 
         Returns:
-            The trial rows of this run's cells (finished earlier ones included).
+            The trial rows of these cells; an empty table when the profile selects none.
         """
-        chosen = [t for t in techniques if t in self.techniques]
-        plan = [
-            (get_task(name), technique, bs)
-            for name in self.tasks
-            for technique in chosen
-            for bs in self.batch_sizes
-        ]
-        cells = []
-        progress = tqdm(plan, desc=f"{self.profile}", unit="cell")
-        rows_cache: dict[str, Any] = {}
-        for task, technique, batch_size in progress:
-            progress.set_postfix_str(f"{task.name} {technique} bs={batch_size}")
-            cells.append(self._run_cell(task, technique, batch_size, rows_cache))
+        cells = self.plan(techniques)
+        if not cells:
+            print(f"profile {self.params.profile!r} selects none of {', '.join(techniques)}")
+            return results.trial_rows([])
+        records = []
+        progress = tqdm(cells, desc=self.params.profile, unit="cell", mininterval=5.0)
+        for cell in progress:
+            progress.set_postfix_str(
+                f"{cell.task.name} {cell.technique.name} bs={cell.batch_size}", refresh=False
+            )
+            records.append(self._run_cell(cell))
         results.write_tables(self.paths["results"], self.paths["cells"])
-        return results.trial_rows(cells) if cells else pd.DataFrame()
+        return results.trial_rows(records)
 
-    def check(self, trials: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
-        """Assert the measured cells are sound and each metric is near the baseline's.
+    def recorded(self) -> pd.DataFrame:
+        """Every recorded trial row of this profile (an empty table before the first cell)."""
+        if not (self.paths["results"] / results.RESULTS_CSV).exists():
+            return results.trial_rows([])
+        recorded = results.read_results(self.paths["results"])
+        return recorded[recorded["profile"] == self.params.profile]
 
-        Returns:
-            Per cell: the task metric, the baseline's, and their difference.
-        """
-        failed = trials[trials["status"] == "failed"]
-        assert failed.empty, f"cells failed:\n{failed[['task', 'technique', 'reason']]}"
-        skipped = trials[trials["status"] == "skipped"]
-        assert (skipped["reason"].str.len() > 0).all(), "a skipped cell gives no reason"
-        ok = trials[trials["status"] == "ok"]
-        assert (ok["time_s"] >= self.min_window_s).all(), "a window shorter than min_window_s"
-        assert (ok["n_samples"] > 0).all(), "a window processed no samples"
-        assert ok["metric_value"].notna().all(), "a cell without its task metric"
-        if self.meter.source != "none":
-            assert (ok["energy_j"] > 0).all(), "a window read no energy"
-        everything = results.read_results(self.paths["results"], self.profile)
-        reference = everything[
-            (everything["technique"] == baseline) & (everything["status"] == "ok")
-        ]
-        keys = ["task", "batch_size", "padding", "max_length"]
-        compared = ok.drop_duplicates("cell_id")[
-            keys + ["technique", "metric", "metric_value"]
-        ].merge(
-            reference.drop_duplicates("cell_id")[keys + ["metric_value"]],
-            on=keys,
-            how="left",
-            suffixes=("", f"_{baseline}"),
+    def summary(self, trials: pd.DataFrame) -> pd.DataFrame:
+        """Per cell: energy, throughput and metric with their 95% half-widths."""
+        return results.summarize(trials).filter(
+            regex="^(task|technique|batch_size|trials)$|samples_per_s_(mean|ci95)|"
+            "j_per_1k_samples_(mean|ci95)|metric|cv_flag"
         )
-        compared["difference"] = compared["metric_value"] - compared[f"metric_value_{baseline}"]
-        far = compared[compared["difference"].abs() > self.metric_tolerance]
-        assert far.empty, f"metric further than {self.metric_tolerance} from {baseline}:\n{far}"
-        return compared
 
-    def _run_cell(self, task: GlueTask, technique_name: str, batch_size: int, cache) -> dict:
-        technique = models.get_technique(technique_name)
-        checkpoint = self.checkpoint_for(task)
-        config = self.cell_config(task, technique_name, batch_size, checkpoint)
-        done = results.find_cell(self.paths["cells"], config)
-        if done and done["status"] == "ok" and not self.force:
-            return done
-        reason = models.unsupported_reason(technique, self.torch_device)
-        if reason is None and checkpoint is None:
+    def skipped(self, trials: pd.DataFrame) -> pd.DataFrame:
+        """Cells not measured, with the reason."""
+        rows = trials[trials["status"].isin(["skipped", "failed"])]
+        return rows[["task", "technique", "batch_size", "status", "reason"]].drop_duplicates()
+
+    def figure(self, techniques: list[str]):
+        """``techniques`` beside the baseline, from every recorded cell of the profile."""
+        from effbert import plots
+
+        summary = results.summarize(self.recorded())
+        return plots.compare(summary, techniques, self.params.baseline_technique)
+
+    def check(self, trials: pd.DataFrame) -> pd.DataFrame:
+        """``results.check`` of these trials against the profile's recorded baseline."""
+        return results.check(
+            trials,
+            self.recorded(),
+            min_window_s=self.params.min_window_s,
+            metric_tolerance=self.params.metric_tolerance,
+            baseline=self.params.baseline_technique,
+        )
+
+    def _skip_reason(self, cell: Cell) -> str | None:
+        reason = models.unsupported_reason(cell.technique, self.torch_device)
+        if reason is None and cell.checkpoint is None:
             reason = (
-                f"no checkpoint for {task.name}: set checkpoints.{task.model_task}, or fine-tune "
-                "one (base_model) into checkpoints_dir"
+                f"no checkpoint for {cell.task.name}: set checkpoints.{cell.task.model_task}, or "
+                "fine-tune one (base_model) into checkpoints_dir"
             )
         if reason is None:
             try:
-                if task.name not in cache:
-                    cache[task.name] = self.load_rows(task)
+                self.rows(cell.task)
             except data.DataError as err:
-                if self.on_missing_task == "error":
+                if self.params.on_missing_task == "error":
                     raise
                 reason = str(err)
+        return reason
+
+    def _run_cell(self, cell: Cell) -> dict:
+        done = results.find_cell(self.paths["cells"], cell.config)
+        if done and done["status"] == "ok" and not self.force:
+            return done
+        reason = self._skip_reason(cell)
         if reason is not None:
-            return self._save(config, status="skipped", reason=reason)
+            return self._save(cell.config, status="skipped", reason=reason)
         try:
-            record = self._measure(task, technique, batch_size, checkpoint, cache[task.name])
+            record = measure_cell(
+                cell,
+                self.rows(cell.task),
+                self.params,
+                self.meter,
+                self.idle_power_w,
+                self.label_map_for(cell.task),
+            )
         except (data.DataError, models.ModelError, ValueError):
             raise  # the profile's inputs are wrong: stop and say so
         except Exception as err:  # the technique broke on this device: record it, go on
-            logger.exception("%s %s bs=%s failed", task.name, technique_name, batch_size)
-            return self._save(config, status="failed", reason=f"{type(err).__name__}: {err}")
+            logger.exception(
+                "%s %s bs=%s failed", cell.task.name, cell.technique.name, cell.batch_size
+            )
+            return self._save(cell.config, status="failed", reason=f"{type(err).__name__}: {err}")
         finally:
             if self.torch_device.type == "cuda":
                 torch.cuda.empty_cache()  # the cell's model is gone; free its memory
-        return self._save(config, status="ok", **record)
-
-    def _measure(self, task, technique, batch_size, checkpoint, rows: pd.DataFrame) -> dict:
-        device = self.torch_device
-        tokenizer = models.load_tokenizer(checkpoint)
-        batches = data.make_batches(tokenizer, rows, batch_size, self.padding, self.max_length)
-        prepared = models.prepare(
-            checkpoint, task, technique, device, self.label_map_for(task), self.seed
-        )
-        inputs = [b.to(device).inputs() for b in batches]
-        forward = prepared.forward()
-
-        def run_pass() -> None:
-            for batch in inputs:
-                forward(batch)
-
-        idle_power_w = self.idle_power_w
-        state_before = environment.gpu_state(device)
-        with prepared.context():
-            windows = measure_windows(run_pass, self.meter, self.settings)
-            latency = latency_ms(forward, inputs, device, self.latency_batches)
-        state_after = environment.gpu_state(device)
-        logits = predict(prepared, batches, len(rows))
-        scores, backend = metrics.compute(
-            task, logits, rows["label"].to_numpy(), self.metrics_backend
-        )
-        trials = trial_records(
-            windows,
-            sum(b.n_samples for b in batches),
-            sum(b.n_tokens for b in batches),
-            idle_power_w,
-            self.carbon_intensity_g_per_kwh,
-        )
-        cv = variation(trials)
-        return {
-            "trials": trials,
-            "metric": task.primary_metric,
-            "metric_value": scores[task.primary_metric],
-            "metrics": scores,
-            "metrics_backend": backend,
-            "latency": latency,
-            "idle_power_w": idle_power_w,
-            "cv": cv,
-            "cv_flag": bool(cv > self.max_cv),
-            "state_before": state_before,
-            "state_after": state_after,
-        }
+        return self._save(cell.config, status="ok", **record)
 
     def _save(self, config: dict, status: str, reason: str = "", **record) -> dict:
         full = {
@@ -447,6 +439,90 @@ class Study(data.TaskInputs):
         }
         path = results.write_cell(self.paths["cells"], full)
         return {**full, "cell_id": path.stem}
+
+
+def cell_config(
+    params: Params,
+    task: GlueTask,
+    technique: str,
+    batch_size: int,
+    checkpoint: str | None,
+    checkpoint_version: str | None,
+    label_map: list[str] | None,
+    device_type: str,
+) -> dict:
+    """Everything that identifies a cell's record (its id is a hash of this)."""
+    return {
+        "profile": params.profile,
+        "task": task.name,
+        "technique": technique,
+        "batch_size": int(batch_size),
+        "padding": params.padding,
+        "max_length": params.max_length,
+        "data_source": params.data_source,
+        "max_samples": params.max_samples,
+        "checkpoint": checkpoint,
+        "checkpoint_version": checkpoint_version,
+        "label_map": label_map,
+        "device": device_type,
+        "energy": params.energy,
+        "measure": asdict(MeasureSettings.from_params(params)),
+        "seed": params.seed,
+    }
+
+
+def measure_cell(
+    cell: Cell,
+    rows: pd.DataFrame,
+    params: Params,
+    meter: energy.Meter,
+    idle_power_w: float,
+    label_map: list[str] | None = None,
+) -> dict:
+    """Warm up, measure the energy windows, then latency and the task metric outside them."""
+    device = meter.device
+    tokenizer = models.load_tokenizer(cell.checkpoint)
+    batches = data.make_batches(tokenizer, rows, cell.batch_size, params.padding, params.max_length)
+    prepared = models.prepare(
+        cell.checkpoint, cell.task, cell.technique, device, label_map, params.seed
+    )
+    inputs = [b.to(device).inputs() for b in batches]
+    forward = prepared.forward()
+
+    def run_pass() -> None:
+        for batch in inputs:
+            forward(batch)
+
+    state_before = environment.gpu_state(device)
+    with prepared.context():
+        windows = measure_windows(run_pass, meter, MeasureSettings.from_params(params))
+        latency = latency_ms(forward, inputs, device, params.latency_batches)
+    state_after = environment.gpu_state(device)
+    logits = prepared.predict(batches, len(rows))
+    scores, backend = metrics.compute(
+        cell.task, logits, rows["label"].to_numpy(), params.metrics_backend
+    )
+    trials = trial_records(
+        windows,
+        sum(b.n_samples for b in batches),
+        sum(b.n_tokens for b in batches),
+        idle_power_w,
+        params.carbon_intensity_g_per_kwh,
+    )
+    cv = variation(trials)
+    return {
+        "trials": trials,
+        "metric": cell.task.primary_metric,
+        "metric_value": scores[cell.task.primary_metric],
+        "metrics": scores,
+        "metrics_backend": backend,
+        "latency": latency,
+        "idle_power_w": idle_power_w,
+        "cv": cv,
+        "cv_flag": bool(cv > params.max_cv),
+        "state_before": state_before,
+        "state_after": state_after,
+    }
 
 
 def _fingerprint(checkpoint: str | None) -> str | None:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import csv
 import random
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
 
 from effbert.config import project_relative, resolve_path
-from effbert.tasks import GlueTask, get_task
+from effbert.params import PADDINGS, SOURCES
+from effbert.tasks import GlueTask
 
-SOURCES = ("hub", "local", "synthetic")
-PADDINGS = ("max_length", "longest", "bucketed")
 HUB_DATASET = "nyu-mll/glue"
 
 # A fixed vocabulary for synthetic rows: consonant-vowel syllable pairs ("bako", "tesu", ...).
@@ -27,46 +25,16 @@ class DataError(ValueError):
     """Task data that cannot be read: the message names the task, the source and the fix."""
 
 
-@dataclass
-class TaskInputs:
-    """The parameters every notebook shares: which tasks, where their rows come from.
-
-    Field names are the notebooks' parameter names, so a notebook builds its object with
-    ``from_namespace(globals())`` after papermill injected the profile.
-    """
-
-    profile: str = "smoke"
-    reports_dir: str = "reports"
-    device: str = "auto"
-    tasks: list = field(default_factory=lambda: ["sst2"])
-    on_missing_task: str = "error"
-    data_source: str = "synthetic"
-    glue_dir: str = ""
-    max_samples: int = 0
-    seed: int = 0
-
-    @classmethod
-    def from_namespace(cls, namespace: dict[str, Any]):
-        return cls(**{f.name: namespace[f.name] for f in fields(cls) if f.name in namespace})
-
-    def __post_init__(self) -> None:
-        for name in self.tasks:
-            get_task(name)
-        if self.on_missing_task not in ("error", "skip"):
-            raise ValueError(
-                f"on_missing_task must be 'error' or 'skip', not {self.on_missing_task!r}"
-            )
-
-    def load_rows(self, task: GlueTask, split: str = "dev", max_samples: int | None = None):
-        """The task's rows from the profile's source (``max_samples`` defaults to the profile's)."""
-        return load_split(
-            task,
-            self.data_source,
-            split=split,
-            glue_dir=resolve_path(self.glue_dir) if self.glue_dir else "",
-            max_samples=self.max_samples if max_samples is None else max_samples,
-            seed=self.seed,
-        )
+def load_rows(params, task: GlueTask, split: str = "dev", max_samples: int | None = None):
+    """A task's rows from a profile's source (``max_samples`` defaults to the profile's)."""
+    return load_split(
+        task,
+        params.data_source,
+        split=split,
+        glue_dir=resolve_path(params.glue_dir) if params.glue_dir else "",
+        max_samples=params.max_samples if max_samples is None else max_samples,
+        seed=params.seed,
+    )
 
 
 def load_split(

@@ -6,7 +6,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -14,36 +14,12 @@ import torch
 from tqdm.auto import tqdm
 
 from effbert import data, metrics, models
-from effbert.bench import predict
 from effbert.config import project_relative, resolve_path
 from effbert.environment import resolve_device
+from effbert.params import ALL, FINETUNE, FinetuneSettings, Params, load
 from effbert.tasks import GlueTask, get_task
 
 REPORT_FILE = "effbert_finetune.json"
-
-
-@dataclass(frozen=True)
-class FinetuneSettings:
-    """AdamW with linear warmup and decay; bf16 autocast on a GPU."""
-
-    epochs: float = 3.0
-    lr: float = 3e-5
-    batch_size: int = 32
-    max_length: int = 128
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    seed: int = 0
-    reinit_layers: int = 0  # top encoder layers drawn afresh before training
-    layer_lr_decay: float = 1.0  # each layer below the top trains at this times the lr above
-    head_lr: float = 0.0  # learning rate of the new classification head (0: lr)
-
-
-def per_task(values: dict, task: GlueTask, fallback):
-    """A per-task profile value: the task's own, else the ``default`` entry, else ``fallback``."""
-    for key in (task.name, task.model_task, "default"):
-        if key in values:
-            return values[key]
-    return fallback
 
 
 def _label_config(task: GlueTask) -> dict:
@@ -219,42 +195,30 @@ def score_model(
 def _dev_scores(prepared, tokenizer, task, dev_rows, max_length) -> dict[str, float]:
     batches = data.make_batches(tokenizer, dev_rows, 64, "longest", max_length)
     scores, _ = metrics.compute(
-        task, predict(prepared, batches, len(dev_rows)), dev_rows["label"].to_numpy()
+        task, prepared.predict(batches, len(dev_rows)), dev_rows["label"].to_numpy()
     )
     return scores
 
 
-@dataclass
-class Plan(data.TaskInputs):
-    """The fine-tuning notebook's work: one checkpoint per task that has train data.
+class Plan:
+    """The fine-tuning notebook's work: one checkpoint per task that has train data."""
 
-    Field names are the notebook's parameter names (``Plan.from_namespace(globals())``).
-    """
+    def __init__(self, params: Params) -> None:
+        self.params = params
 
-    base_model: str = ""
-    checkpoints_dir: str = ""
-    finetune_epochs: dict = field(default_factory=lambda: {"default": 3})
-    finetune_lr: dict = field(default_factory=lambda: {"default": 3e-5})
-    finetune_batch_size: dict = field(default_factory=lambda: {"default": 32})
-    finetune_seed: dict = field(default_factory=dict)
-    finetune_max_train_samples: int = 0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.base_model and not self.checkpoints_dir:
-            raise ValueError("base_model is set: also set checkpoints_dir, where checkpoints go")
+    @classmethod
+    def from_profile(cls, profile: str) -> Plan:
+        return cls(load(profile))
 
     def settings(self, task: GlueTask) -> FinetuneSettings:
-        return FinetuneSettings(
-            epochs=float(per_task(self.finetune_epochs, task, 3)),
-            lr=float(per_task(self.finetune_lr, task, 3e-5)),
-            batch_size=int(per_task(self.finetune_batch_size, task, 32)),
-            seed=int(per_task(self.finetune_seed, task, self.seed)),
-        )
+        return self.params.finetune_settings(task)
+
+    def settings_table(self) -> pd.DataFrame:
+        return self.params.table(groups=(ALL, FINETUNE))
 
     def _rows(self, task: GlueTask, split: str) -> pd.DataFrame:
-        limit = self.finetune_max_train_samples if split == "train" else None
-        return self.load_rows(task, split, limit)
+        limit = self.params.finetune_max_train_samples if split == "train" else None
+        return data.load_rows(self.params, task, split, limit)
 
     def overview(self) -> pd.DataFrame:
         """Per task: whether it has train data, and the settings it would be trained with."""
@@ -275,25 +239,34 @@ class Plan(data.TaskInputs):
             )
         return pd.DataFrame(rows)
 
+    def check(self, reports: pd.DataFrame) -> None:
+        """With ``base_model`` set, some task was fine-tuned, and every one was scored."""
+        assert not self.params.base_model or not reports.empty, (
+            "base_model is set but no task could be fine-tuned"
+        )
+        assert reports["dev_metric"].notna().all(), (
+            f"a checkpoint without its dev score:\n{reports}"
+        )
+
     def tasks_to_train(self) -> list[str]:
-        return self.tasks if self.base_model else []
+        return self.params.tasks if self.params.base_model else []
 
     def run(self) -> pd.DataFrame:
         """Fine-tune (or reuse) and score each task; a task without train data is skipped
         when ``on_missing_task`` is ``skip``."""
-        device = resolve_device(self.device)
+        device = resolve_device(self.params.device)
         reports = []
         for name in self.tasks_to_train():
             task = get_task(name)
             try:
                 train_rows, dev_rows = self._rows(task, "train"), self._rows(task, "dev")
             except data.DataError:
-                if self.on_missing_task == "skip":
+                if self.params.on_missing_task == "skip":
                     continue
                 raise
-            out_dir = resolve_path(self.checkpoints_dir) / task.model_task
+            out_dir = resolve_path(self.params.checkpoints_dir) / task.model_task
             report = finetune(
-                self.base_model, task, train_rows, out_dir, self.settings(task), device
+                self.params.base_model, task, train_rows, out_dir, self.settings(task), device
             )
             scores = score(out_dir, task, dev_rows, device)
             reports.append(
@@ -307,4 +280,5 @@ class Plan(data.TaskInputs):
                     "checkpoint": project_relative(out_dir),
                 }
             )
-        return pd.DataFrame(reports)
+        columns = ["task", "metric", "dev_metric", "dev_metrics", "train_time_s", "reused"]
+        return pd.DataFrame(reports, columns=[*columns, "checkpoint"])

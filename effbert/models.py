@@ -7,13 +7,13 @@ import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from effbert.config import resolve_path
-from effbert.data import SYNTHETIC_WORDS
+from effbert.data import SYNTHETIC_WORDS, Batch
+from effbert.params import TINY_RANDOM
 from effbert.tasks import GlueTask
-
-TINY_RANDOM = "tiny-random"
 
 
 class ModelError(ValueError):
@@ -221,6 +221,16 @@ class Prepared:
         with self.context():
             out = self.model(**inputs).logits.float()
         return out if self.output_order is None else out[:, self.output_order]
+
+    def predict(self, batches: list[Batch], n_rows: int) -> np.ndarray:
+        """Logits in GLUE label order for every row, in the split's original order."""
+        out = None
+        for batch in batches:
+            logits = self.logits(batch.to(self.device).inputs()).cpu().numpy()
+            if out is None:
+                out = np.empty((n_rows, logits.shape[1]), dtype=np.float32)
+            out[batch.row_index.numpy()] = logits
+        return out
 
 
 def prepare(

@@ -1,8 +1,10 @@
-"""Execute the notebooks with a profile's parameters: ``python -m effbert run --profile smoke``.
+"""Execute the notebooks with a profile: ``python -m effbert run --profile smoke``.
 
-Each ``notebooks/NN-verb-object.py`` is read with jupytext, executed by papermill with the
-profile's values for the parameters it declares, saved to ``reports/executed/<stem>.ipynb`` and
-converted to ``reports/<stem>.html``; ``reports/index.html`` links them in order.
+The profile is checked first (``effbert.params``). Each ``notebooks/NN-verb-object.py`` is read
+with jupytext and executed by papermill, which injects only the profile's name, the reports
+folder and ``force``; the notebook's Setup loads the profile itself. The executed notebook is
+saved to ``reports/executed/<stem>.ipynb`` and converted to ``reports/<stem>.html``;
+``reports/index.html`` links them in order.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from effbert import config as cfg
+from effbert import params as prm
 
 NOTEBOOK_GLOB = "[0-9][0-9]-*.py"
-RUNNER_PARAMETERS = ("reports_dir", "force")  # set by the runner, not by profiles
+INJECTED = ("profile", "reports_dir", "force")  # what papermill sets in a parameters cell
 
 
 @dataclass
@@ -61,39 +64,30 @@ def declared_parameters(path: Path) -> dict[str, Any]:
     return {name: ast.literal_eval(p["default"]) for name, p in inferred.items()}
 
 
-def all_parameters(paths: list[Path]) -> dict[Path, dict[str, Any]]:
-    return {path: declared_parameters(path) for path in paths}
-
-
-def check_can_run(profile: dict[str, Any]) -> None:
+def check_can_run(params: prm.Params) -> None:
     """Stop at once when the profile needs a GPU or the Hub and this machine lacks them."""
     missing = []
-    if str(profile.get("device", "auto")).startswith("cuda"):
+    if params.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             missing.append("a CUDA GPU (device: cuda; torch sees none)")
-    if _uses_hub(profile) and not hub_reachable():
+    if uses_hub(params) and not hub_reachable():
         missing.append("the Hugging Face Hub (huggingface.co is unreachable or HF_HUB_OFFLINE=1)")
     if missing:
         raise cfg.ProfileError(
-            f"profile {profile['profile']!r} cannot run here: it needs {' and '.join(missing)}. "
+            f"profile {params.profile!r} cannot run here: it needs {' and '.join(missing)}. "
             "On this machine run `make smoke` (profile smoke); with a GPU but no Hub, "
             "profile offline-gpu"
         )
 
 
-def _uses_hub(profile: dict[str, Any]) -> bool:
+def uses_hub(params: prm.Params) -> bool:
     """Hub data, or a checkpoint or base model that is no local folder (so a Hub id)."""
-    from effbert.models import TINY_RANDOM
-
-    if profile.get("data_source") == "hub":
+    if params.data_source == "hub":
         return True
-    specs = list((profile.get("checkpoints") or {}).values())
-    specs += [profile.get("base_model", ""), profile.get("model", TINY_RANDOM)]
-    return any(
-        spec and spec != TINY_RANDOM and not cfg.resolve_path(str(spec)).exists() for spec in specs
-    )
+    specs = [*params.checkpoints.values(), params.base_model, params.model]
+    return any(spec and spec != prm.TINY_RANDOM and not prm.looks_like_path(spec) for spec in specs)
 
 
 def hub_reachable(timeout_s: float = 3.0) -> bool:
@@ -109,21 +103,26 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
 
 def validated_profile(
     profile_name: str, notebooks_dir: Path = cfg.NOTEBOOKS_DIR
-) -> tuple[dict[str, Any], dict[Path, dict[str, Any]]]:
-    """Load a profile and check it against every notebook's parameters and this machine.
+) -> tuple[prm.Params, dict[Path, list[str]]]:
+    """Load and check a profile, and that each notebook declares only what the runner injects.
 
     Returns:
-        The profile, and each notebook's declared parameters.
+        The profile's parameters, and each notebook (in order) with the parameters it declares.
 
     Raises:
-        ProfileError: an unknown key, a wrong type, or a GPU or Hub this machine lacks.
+        ProfileError: a bad key, type or value, or a GPU or Hub this machine lacks.
     """
-    profile = cfg.load_profile(profile_name)
-    declared = all_parameters(notebook_paths(notebooks_dir))
-    union = {k: v for params in declared.values() for k, v in params.items()}
-    cfg.validate_profile(profile, {k: v for k, v in union.items() if k not in RUNNER_PARAMETERS})
-    check_can_run(profile)
-    return profile, declared
+    params = prm.load(profile_name)
+    declared = {path: list(declared_parameters(path)) for path in notebook_paths(notebooks_dir)}
+    for path, names in declared.items():
+        extra = set(names) - set(INJECTED)
+        if extra:
+            raise cfg.ProfileError(
+                f"{path.name} declares {sorted(extra)} in its parameters cell: settings belong "
+                "in effbert/params.py, the parameters cell holds only " + ", ".join(INJECTED)
+            )
+    check_can_run(params)
+    return params, declared
 
 
 def run_profile(
@@ -141,19 +140,33 @@ def run_profile(
     Raises:
         ProfileError: an unknown key or wrong type, before any notebook runs.
     """
-    profile, declared = validated_profile(profile_name, notebooks_dir)
+    params, declared = validated_profile(profile_name, notebooks_dir)
     paths = list(declared)
     out = cfg.reports_paths(reports_dir)
     selected = [p for p in paths if not only or any(p.stem.startswith(o) for o in only)]
     runs = [earlier_run(out["executed"], p.stem) for p in paths]
-    given = {**profile, "reports_dir": cfg.project_relative(out["root"]), "force": force}
+    given = {
+        "profile": profile_argument(profile_name),
+        "reports_dir": cfg.project_relative(out["root"]),
+        "force": force,
+    }
     for path, run in zip(paths, runs, strict=True):
         if path not in selected:
             continue
-        parameters = {k: v for k, v in given.items() if k in declared[path]}
-        run.status, run.message = _execute(path, parameters, out)
-    write_index(out["root"], runs, profile["profile"])
+        injected = {k: v for k, v in given.items() if k in declared[path]}
+        run.status, run.message = _execute(path, injected, out)
+    write_index(out["root"], runs, params.profile)
     return runs
+
+
+def profile_argument(profile_name: str) -> str:
+    """What a notebook's ``profile`` parameter is given: the name, or the file's path."""
+    path = cfg.profile_path(profile_name)
+    return (
+        path.stem
+        if path.parent.resolve() == cfg.PARAMS_DIR.resolve()
+        else cfg.project_relative(path.resolve())
+    )
 
 
 def earlier_run(executed_dir: Path, stem: str) -> NotebookRun:
@@ -263,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--only", nargs="*", help="notebook stems (or prefixes) to run")
     check = sub.add_parser("check", help="validate a profile without running anything")
     check.add_argument("--profile", default="smoke")
-    sub.add_parser("params", help="list the parameters the notebooks declare")
+    sub.add_parser("params", help="list every parameter: type, default and help")
     table = sub.add_parser("summary", help="print a profile's results beside the baseline")
     table.add_argument("--profile", required=True)
     table.add_argument("--reports-dir", default=str(cfg.REPORTS_DIR))
@@ -272,15 +285,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "params":
-            for path, params in all_parameters(notebook_paths()).items():
-                print(f"{path.stem}: {', '.join(params)}")
+            print(prm.describe())
             return 0
         if args.command == "summary":
             print(summary_markdown(args.profile, args.reports_dir, args.task))
             return 0
         if args.command == "check":
-            profile, _ = validated_profile(args.profile)
-            print(f"profile {profile['profile']!r} is valid and can run here")
+            params, _ = validated_profile(args.profile)
+            print(f"profile {params.profile!r} is valid and can run here")
             return 0
         runs = run_profile(args.profile, args.reports_dir, args.force, args.only)
     except cfg.ProfileError as err:

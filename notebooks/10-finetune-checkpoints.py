@@ -21,30 +21,18 @@
 # reused, not retrained; the measurement notebooks then load them.
 
 # %% tags=["parameters"]
-profile: str = "smoke"  # name recorded with every result
-reports_dir: str = "reports"  # results, figures and reports go here (set by the runner)
-device: str = "auto"  # auto (first GPU, else CPU), cpu or cuda:N
-tasks: list = ["sst2", "mrpc", "stsb", "mnli_m"]  # GLUE tasks, see effbert.tasks.TASKS
-on_missing_task: str = "error"  # error, or skip tasks whose data or checkpoint is missing
-data_source: str = "synthetic"  # hub (nyu-mll/glue), local (glue_data folder) or synthetic
-glue_dir: str = ""  # the glue_data folder, for data_source local
-max_samples: int = 32  # rows per task (0: the whole split)
-seed: int = 0  # seed of synthetic data, tiny models and fine-tuning
-base_model: str = ""  # Hub id or local folder of a base DistilBERT ("" skips this notebook)
-checkpoints_dir: str = ""  # where fine-tuned checkpoints go, one folder per task
-finetune_epochs: dict = {"default": 3}  # task (or default) -> epochs
-finetune_lr: dict = {"default": 3e-5}  # task (or default) -> peak learning rate
-finetune_batch_size: dict = {"default": 32}  # task (or default) -> sequences per step
-finetune_seed: dict = {}  # task (or default) -> seed of the fine-tune (default: seed)
-finetune_max_train_samples: int = 0  # rows of each train split (0: all)
+profile: str = "smoke"  # a profile in params/ (or a .yaml path): every setting comes from it
+reports_dir: str = "reports"  # results, figures and reports go here
 
 # %% [markdown]
 # ## Setup
+# The fine-tune settings of each task: the profile's `finetune` entry for the task, over its
+# `default` entry, over `effbert.params.FinetuneSettings`.
 
 # %%
 from effbert import finetune
 
-plan = finetune.Plan.from_namespace(globals())
+plan = finetune.Plan.from_profile(profile)
 plan.overview()
 
 # %% [markdown]
@@ -65,5 +53,4 @@ reports
 # Every fine-tuned checkpoint was saved and scored.
 
 # %%
-assert not base_model or not reports.empty, "base_model is set but no task could be fine-tuned"
-assert reports.empty or reports["dev_metric"].notna().all()
+plan.check(reports)

@@ -21,21 +21,22 @@
 # re-runs anywhere in seconds.
 
 # %% tags=["parameters"]
-profile: str = "smoke"  # the profile whose records are analyzed
-reports_dir: str = "reports"  # results, figures and reports go here (set by the runner)
-baseline_technique: str = "fp32"  # techniques are compared with this one
+profile: str = "smoke"  # a profile in params/ (or a .yaml path) whose records are analyzed
+reports_dir: str = "reports"  # results, figures and reports go here
 
 # %% [markdown]
 # ## Setup
+# The profile's records: where and with what they were measured.
 
 # %%
-from effbert import config, plots, results
+from effbert import config, params, plots, results
 
+settings = params.load(profile, inputs=False)
+baseline_technique = settings.baseline_technique
 paths = config.reports_paths(reports_dir)
-trials = results.read_results(paths["results"], profile)
+trials = results.read_results(paths["results"], settings.profile)
 summary = results.summarize(trials)
-provenance = results.provenance(trials)
-provenance
+results.provenance(trials)
 
 # %% [markdown]
 # ## Results

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from effbert import bench, energy, results
+from effbert import bench, energy, params, results
 from tests.conftest import FakeMonitor
 
 CPU = torch.device("cpu")
@@ -49,7 +49,7 @@ def test_windows_too_short_for_the_counter_are_refused(clock):
     with pytest.raises(ValueError, match="at least 1 s"):
         bench.measure_windows(lambda: None, fake_meter(clock), settings, clock)
     with pytest.raises(ValueError, match="at least 2"):
-        bench.MeasureSettings(trials=1).check(fake_meter(clock))
+        bench.MeasureSettings(warmup_s=0, trials=1, min_window_s=1).check(fake_meter(clock))
 
 
 def test_trial_figures_are_totals_over_counts_with_idle_subtracted():
@@ -86,10 +86,11 @@ def test_variation_flags_energy_when_measured_else_throughput():
     assert bench.variation(noisy) > 0.2
 
 
-def small_study(tmp_path, **overrides):
+def small_study(tmp_path, force=False, **overrides):
     settings = dict(
         profile="t",
-        reports_dir=str(tmp_path),
+        data_source="synthetic",
+        model="tiny-random",
         tasks=["sst2", "stsb"],
         techniques=["fp32", "int8"],
         batch_sizes=[8],
@@ -104,7 +105,7 @@ def small_study(tmp_path, **overrides):
         energy="none",
         metric_tolerance=2.0,
     )
-    return bench.Study(**{**settings, **overrides})
+    return bench.Study(params.validate({**settings, **overrides}), str(tmp_path), force)
 
 
 def test_study_records_every_cell_with_metric_and_environment(tmp_path):
@@ -128,16 +129,16 @@ def test_cpu_run_skips_gpu_techniques_with_the_reason(tmp_path):
 
 def test_resume_after_a_crash_loses_nothing_and_duplicates_nothing(tmp_path, monkeypatch):
     study = small_study(tmp_path)
-    real_measure = bench.Study._measure
+    real_measure = bench.measure_cell
     calls = []
 
-    def crash_on_third(self, *args):
-        calls.append(args[:2])
+    def crash_on_third(*args):
+        calls.append(args[0])
         if len(calls) == 3:
             raise KeyboardInterrupt("power cut")
-        return real_measure(self, *args)
+        return real_measure(*args)
 
-    monkeypatch.setattr(bench.Study, "_measure", crash_on_third)
+    monkeypatch.setattr(bench, "measure_cell", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         study.run(["fp32", "int8"])
     cells_dir = tmp_path / "results" / "cells" / "t"
@@ -145,7 +146,7 @@ def test_resume_after_a_crash_loses_nothing_and_duplicates_nothing(tmp_path, mon
     assert len(saved) == 2 and not list(cells_dir.glob(".*.tmp"))
 
     calls.clear()
-    monkeypatch.setattr(bench.Study, "_measure", real_measure)
+    monkeypatch.setattr(bench, "measure_cell", real_measure)
     resumed = small_study(tmp_path).run(["fp32", "int8"])
     assert len(list(cells_dir.glob("*.json"))) == 4
     assert set(saved) <= {p.name for p in cells_dir.glob("*.json")}
@@ -155,9 +156,7 @@ def test_resume_after_a_crash_loses_nothing_and_duplicates_nothing(tmp_path, mon
 
     measured = []
     monkeypatch.setattr(
-        bench.Study,
-        "_measure",
-        lambda self, *args: measured.append(args[:2]) or real_measure(self, *args),
+        bench, "measure_cell", lambda *args: measured.append(args[0]) or real_measure(*args)
     )
     small_study(tmp_path, force=True, tasks=["sst2"], techniques=["fp32"]).run(["fp32"])
     assert len(measured) == 1  # --force measures the cell again, in place
@@ -188,7 +187,8 @@ def test_a_technique_that_breaks_is_recorded_and_the_sweep_goes_on(tmp_path, mon
 
 
 def test_missing_task_data_errors_or_skips_as_the_profile_says(tmp_path):
-    local = dict(data_source="local", glue_dir=str(tmp_path / "nowhere"))
+    (tmp_path / "glue").mkdir()
+    local = dict(data_source="local", glue_dir=str(tmp_path / "glue"))
     with pytest.raises(Exception, match="no file"):
         small_study(tmp_path, **local).run(["fp32"])
     trials = small_study(tmp_path, on_missing_task="skip", **local).run(["fp32"])
@@ -196,7 +196,34 @@ def test_missing_task_data_errors_or_skips_as_the_profile_says(tmp_path):
 
 
 def test_check_rejects_metrics_far_from_the_baseline(tmp_path):
-    study = small_study(tmp_path, tasks=["sst2"], metric_tolerance=-1.0)
-    trials = study.run(["fp32"])
-    with pytest.raises(AssertionError, match="metric further than"):
-        study.check(trials)
+    trials = small_study(tmp_path, tasks=["sst2"]).run(["fp32", "int8"])
+    shifted = trials.copy()
+    shifted.loc[shifted["technique"] == "int8", "metric_value"] += 0.5
+    compared = results.check(shifted, shifted, min_window_s=0.01, metric_tolerance=0.6)
+    assert compared.set_index("technique").loc["int8", "difference"] == pytest.approx(0.5)
+    with pytest.raises(AssertionError, match="metric further than 0.1"):
+        results.check(shifted, shifted, min_window_s=0.01, metric_tolerance=0.1)
+
+
+def test_a_profile_that_selects_none_of_a_notebooks_techniques_measures_nothing(tmp_path, capsys):
+    study = small_study(tmp_path, techniques=["fp32"])
+    trials = study.run(["int8"])
+    assert trials.empty and "selects none of int8" in capsys.readouterr().out
+    assert study.check(trials).empty
+    assert study.summary(trials).empty and study.skipped(trials).empty
+
+
+def test_a_checkpoint_that_finetuning_will_train_counts_as_planned(tmp_path):
+    base = tmp_path / "base"
+    base.mkdir()
+    study = small_study(
+        tmp_path,
+        model="",
+        base_model=str(base),
+        checkpoints_dir=str(tmp_path / "ft"),
+        tasks=["sst2"],
+    )
+    inputs = study.inputs()
+    assert inputs.loc[0, "problem"] == ""
+    assert inputs.loc[0, "checkpoint"].startswith("planned: ")
+    study.check_inputs(inputs)
