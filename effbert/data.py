@@ -56,9 +56,18 @@ def load_split(
         glue_dir: the ``glue_data`` folder, for ``local``.
         max_samples: keep the first N rows (0 keeps all; synthetic data defaults to 64).
         seed: seed of the synthetic generator.
+
+    Raises:
+        DataError: a bad argument, or rows that are cut, unlabelled or out of range; the
+            message names the task, the file and line, and the fix.
     """
     if split not in ("dev", "train"):
         raise DataError(f"{task.name}: split must be 'dev' or 'train', got {split!r}")
+    if max_samples < 0:
+        raise DataError(
+            f"{task.name}: max_samples must be 0 (all rows) or a positive row count, "
+            f"got {max_samples}; set max_samples: 0 to keep every row"
+        )
     if source == "hub":
         frame = _load_hub(task, split)
     elif source == "local":
@@ -76,17 +85,18 @@ def _load_hub(task: GlueTask, split: str) -> pd.DataFrame:
     import datasets
 
     hub_split = task.hub_split if split == "dev" else "train"
+    where = f"{HUB_DATASET}/{task.hub_config} split {hub_split}"
     try:
         ds = datasets.load_dataset(HUB_DATASET, task.hub_config, split=hub_split)
     except Exception as err:
         raise DataError(
-            f"{task.name}: could not load {HUB_DATASET}/{task.hub_config} split {hub_split} "
-            f"from the Hugging Face Hub ({type(err).__name__}: {err}). Without Hub access, "
+            f"{task.name}: could not load {where} from the Hugging Face Hub "
+            f"({type(err).__name__}: {err}). Without Hub access, "
             "download GLUE once and set data_source: local with glue_dir: <glue_data folder>"
         ) from err
     frame = ds.to_pandas()
     text_b = task.text_columns[1] if len(task.text_columns) > 1 else None
-    return _standard_frame(frame, task, "label", task.text_columns[0], text_b)
+    return _standard_frame(frame, task, "label", task.text_columns[0], text_b, where, "row")
 
 
 def _load_local(task: GlueTask, split: str, glue_dir: str | Path) -> pd.DataFrame:
@@ -99,20 +109,75 @@ def _load_local(task: GlueTask, split: str, glue_dir: str | Path) -> pd.DataFram
             f"{task.name}: no file {shown}. glue_dir must hold the glue_data layout "
             f"({task.folder}/{task.dev_file}); fix glue_dir, or drop {task.name} from tasks"
         )
-    read = dict(sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False)
-    read["encoding"] = "utf-8-sig"  # MRPC starts with a byte order mark
-    if task.header:
-        frame = pd.read_csv(path, **read)
-    else:
-        frame = pd.read_csv(path, header=None, names=list(task.names_without_header), **read)
+    fields = _tsv_fields(task, shown, _text_lines(task, path, shown))
+    header = fields[0] if task.header else list(task.names_without_header)
+    first_line = 2 if task.header else 1
+    rows = fields[first_line - 1 :]
     label, text_a, text_b = task.local_columns
-    missing = [c for c in (label, text_a, text_b) if c and c not in frame.columns]
+    missing = [c for c in (label, text_a, text_b) if c and c not in header]
     if missing:
         raise DataError(
-            f"{task.name}: {shown} lacks the columns {missing} (it has {list(frame.columns)}); "
+            f"{task.name}: {shown} lacks the columns {missing} (it has {header}); "
             "is it a GLUE file of this task, written by the GLUE download script?"
         )
-    return _standard_frame(frame, task, label, text_a, text_b, where=shown)
+    if not rows:
+        raise DataError(
+            f"{task.name}: {shown} has a header but no rows; "
+            "download the file again with the GLUE download script"
+        )
+    counts = pd.Series([len(r) for r in rows], index=range(first_line, first_line + len(rows)))
+    _reject(
+        counts != len(header),
+        counts,
+        task,
+        f"{shown} line",
+        f"has {{value}} tab-separated fields instead of {len(header)}",
+        "the line is cut short or holds a stray tab: repair it or download the file again",
+    )
+    frame = pd.DataFrame(rows, columns=header, index=range(first_line, first_line + len(rows)))
+    for column in (text_a, text_b):
+        if column:
+            _reject(
+                frame[column].str.strip() == "",
+                frame[column],
+                task,
+                f"{shown} line",
+                f"has no text in column {column!r}",
+                "fill the text in or delete the line",
+            )
+    return _standard_frame(frame, task, label, text_a, text_b, shown, "line")
+
+
+def _text_lines(task: GlueTask, path: Path, shown: str) -> list[str]:
+    """The file's lines without the byte order mark and the final line break."""
+    raw = path.read_bytes()
+    body = raw.removeprefix(b"\xef\xbb\xbf")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset_bytes = err.start + len(raw) - len(body)
+        line = raw.count(b"\n", 0, offset_bytes) + 1
+        raise DataError(
+            f"{task.name}: {shown} line {line} (byte {offset_bytes}) is not UTF-8 "
+            f"({err.reason}); save the file as UTF-8 or download it again"
+        ) from None
+    if not text.strip():
+        raise DataError(
+            f"{task.name}: {shown} is empty; download the file again with the GLUE download script"
+        )
+    return text.removesuffix("\n").split("\n")
+
+
+def _tsv_fields(task: GlueTask, shown: str, lines: list[str]) -> list[list[str]]:
+    """Tab-separated fields of each line, with quoting off (GLUE texts hold lone quotes)."""
+    reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    try:
+        return list(reader)
+    except csv.Error as err:
+        raise DataError(
+            f"{task.name}: {shown} line {reader.line_num} cannot be read ({err}); "
+            "repair the line or download the file again"
+        ) from None
 
 
 def _standard_frame(
@@ -122,31 +187,78 @@ def _standard_frame(
     text_a: str,
     text_b: str | None,
     where: str = HUB_DATASET,
+    unit: str = "row",
 ) -> pd.DataFrame:
     out = pd.DataFrame({"text_a": frame[text_a].astype(str)})
     out["text_b"] = frame[text_b].astype(str) if text_b else None
-    out["label"] = _labels(frame[label], task, where)
+    out["label"] = _labels(frame[label], task, f"{where} {unit}")
     return out
 
 
 def _labels(values: pd.Series, task: GlueTask, where: str) -> pd.Series:
-    if task.is_regression:
-        return pd.to_numeric(values, errors="raise").astype(float)
     as_text = values.astype(str).str.strip()
+    kind = "score" if task.is_regression else "label"
+    _reject(
+        values.isna() | (as_text == ""),
+        values,
+        task,
+        where,
+        f"has no {kind}",
+        f"fill the {kind} in or delete the row",
+    )
+    if task.is_regression:
+        scores = pd.to_numeric(as_text, errors="coerce").astype(float)
+        _reject(
+            ~scores.between(0, 5),
+            values,
+            task,
+            where,
+            "has the score {value!r}",
+            "similarity scores must be numbers in [0, 5]: fix the score or delete the row",
+        )
+        return scores
+    names = list(task.label_names)
     if as_text.str.fullmatch(r"-?\d+").all():
         labels = as_text.astype(int)
     else:
-        index = {name: i for i, name in enumerate(task.label_names)}
-        unknown = sorted(set(as_text) - set(index))
-        if unknown:
-            raise DataError(
-                f"{task.name}: {where} has labels {unknown[:5]} outside {list(task.label_names)}"
-            )
-        labels = as_text.map(index)
-    bad = sorted(set(labels) - set(range(task.num_labels)) - {-1})
-    if bad:
-        raise DataError(f"{task.name}: {where} has label ids {bad} for {task.num_labels} classes")
+        labels = as_text.map({name: i for i, name in enumerate(names)})
+        _reject(
+            labels.isna(),
+            values,
+            task,
+            where,
+            "has the unknown label {value!r}",
+            f"labels must be one of {names}: fix the label",
+        )
+    _reject(
+        ~labels.between(0, task.num_labels - 1),
+        values,
+        task,
+        where,
+        f"has the class id {{value}} outside 0..{task.num_labels - 1} ({names})",
+        "fix the label (-1 marks an unlabelled test row: use a dev or train file)",
+    )
     return labels.astype(int)
+
+
+def _reject(
+    bad: pd.Series, values: pd.Series, task: GlueTask, where: str, problem: str, fix: str
+) -> None:
+    """Raise a DataError for the first flagged row, counting the others.
+
+    Args:
+        bad: True for each offending row; its index holds line or row numbers.
+        values: the checked values, shown through ``{value}`` in ``problem``.
+        where: the source and the kind of position, such as ``SST-2/dev.tsv line``.
+        problem: what is wrong with the row.
+        fix: how to repair it.
+    """
+    if not bad.any():
+        return
+    positions = bad.index[bad.to_numpy()]
+    more = f" (and {len(positions) - 1} more)" if len(positions) > 1 else ""
+    detail = problem.format(value=values[positions[0]])
+    raise DataError(f"{task.name}: {where} {positions[0]}{more} {detail}; {fix}")
 
 
 def synthetic_rows(task: GlueTask, n: int, seed: int = 0) -> pd.DataFrame:
