@@ -3,23 +3,35 @@
 A cell is one (profile, task, technique, batch size, padding, ...) configuration. Its id is a
 hash of that configuration, so re-running a profile finds finished cells and never duplicates
 them; an interrupted run leaves at most a temporary file, which is ignored.
+
+results.csv is rebuilt from the cells and checked when read: against results.manifest.json
+(its sha256) and against the cell files. A table that fails either check is rebuilt from the
+cells; one that cannot be rebuilt raises :class:`StoreError` rather than being read partially.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import io
 import json
+import logging
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 
+logger = logging.getLogger(__name__)
+
 RESULTS_CSV = "results.csv"
 SUMMARY_CSV = "summary.csv"
+MANIFEST_JSON = "results.manifest.json"
+RERUN = "python -m effbert run"
 
 # results.csv columns, in order: identity, per-trial measures, cell-level facts.
 TRIAL_COLUMNS = [
@@ -45,6 +57,47 @@ IDENTITY_COLUMNS = [
     "trial",
     "status",
 ]
+CELL_COLUMNS = [
+    "reason",
+    "metric",
+    "metric_value",
+    "metrics",
+    "metrics_backend",
+    "energy_source",
+    "idle_power_w",
+    "cv",
+    "cv_flag",
+    "checkpoint",
+    "data_source",
+    "cell_id",
+    "measured_at",
+]
+SUMMARY_KEYS = ["profile", "task", "technique", "batch_size", "padding", "max_length", "cell_id"]
+SUMMARY_MEASURES = [
+    "time_s",
+    "energy_j",
+    "dynamic_energy_j",
+    "samples_per_s",
+    "j_per_1k_samples",
+    "j_per_token",
+    "co2_mg",
+]
+SUMMARY_COLUMNS = [
+    *SUMMARY_KEYS,
+    "trials",
+    "metric",
+    "metric_value",
+    "energy_source",
+    "cv_flag",
+    "device_name",
+    *(f"{m}_{stat}" for m in SUMMARY_MEASURES for stat in ("mean", "std", "ci95")),
+    "latency_p50_ms",
+    "latency_p99_ms",
+]
+
+
+class StoreError(RuntimeError):
+    """A record on disk that cannot be trusted, or one that cannot be written."""
 
 
 def cell_id(config: dict[str, Any]) -> str:
@@ -58,18 +111,41 @@ def cell_path(cells_dir: Path, config: dict[str, Any]) -> Path:
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write ``payload`` so that ``path`` holds either the old or the whole new content."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``payload`` so that ``path`` holds either the old or the whole new content.
+
+    Raises:
+        StoreError: the file could not be written (disk full, read-only folder).
+    """
+    _write_atomic(
+        Path(path), lambda handle: json.dump(payload, handle, indent=1, default=_jsonable)
+    )
+
+
+def _write_atomic(path: Path, write: Callable[[IO[str]], Any]) -> None:
+    """Let ``write`` fill a unique temporary file beside ``path``, then move it over ``path``."""
+    tmp = None
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=1, default=_jsonable)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _write_error(path, err) from err
         raise
+
+
+def _write_error(path: Path, err: OSError) -> StoreError:
+    return StoreError(
+        f"cannot write {path}: {err.strerror or err}. Free disk space or make {path.parent} "
+        f"writable, then re-run ({RERUN}); the finished cells are kept and not measured again"
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -85,16 +161,48 @@ def write_cell(cells_dir: Path, record: dict[str, Any]) -> Path:
     return path
 
 
+def read_cell(path: Path) -> dict[str, Any]:
+    """One cell file, checked to hold a config and a status.
+
+    Raises:
+        StoreError: the file is truncated, not JSON, or lacks ``config`` or ``status``.
+    """
+    path = Path(path)
+    fix = f"delete {path} to measure that cell again ({RERUN}), or restore it from a copy"
+    try:
+        cell = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise StoreError(f"cannot read cell {path} ({err}): {fix}") from err
+    if (
+        not isinstance(cell, dict)
+        or not isinstance(cell.get("config"), dict)
+        or "status" not in cell
+    ):
+        raise StoreError(f"cell {path} lacks its config or status: {fix}")
+    return {**cell, "cell_id": cell.get("cell_id") or path.stem}
+
+
 def find_cell(cells_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     path = cell_path(cells_dir, config)
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_cell(path) if path.exists() else None
 
 
 def load_cells(cells_dir: Path, profile: str | None = None) -> list[dict[str, Any]]:
-    """Every finished cell (of one profile, if given), oldest first."""
+    """Every finished cell (of one profile, if given), oldest first; temporary files ignored.
+
+    Raises:
+        StoreError: a cell file is damaged (the message names it).
+    """
     pattern = f"{profile}/*.json" if profile else "*/*.json"
-    cells = [json.loads(p.read_text()) for p in sorted(Path(cells_dir).glob(pattern))]
-    return sorted(cells, key=lambda c: c.get("measured_at", ""))
+    paths = sorted(p for p in Path(cells_dir).glob(pattern) if not p.name.startswith("."))
+    cells = [read_cell(p) for p in paths]
+    return sorted(cells, key=lambda c: str(c.get("measured_at") or ""))
+
+
+def _with_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``frame`` with every one of ``columns`` (missing ones empty), its own columns kept."""
+    missing = [c for c in columns if c not in frame.columns]
+    return frame.reindex(columns=[*frame.columns, *missing]) if missing else frame
 
 
 def trial_rows(cells: list[dict[str, Any]]) -> pd.DataFrame:
@@ -128,7 +236,8 @@ def trial_rows(cells: list[dict[str, Any]]) -> pd.DataFrame:
             rows.append({**shared, **trial})
     frame = pd.DataFrame(rows)
     leading = IDENTITY_COLUMNS + TRIAL_COLUMNS
-    return frame.reindex(columns=leading + [c for c in frame.columns if c not in leading])
+    frame = frame.reindex(columns=leading + [c for c in frame.columns if c not in leading])
+    return _with_columns(frame, CELL_COLUMNS)
 
 
 def ci95_half_width(values) -> float:
@@ -142,13 +251,17 @@ def ci95_half_width(values) -> float:
 
 
 def summarize(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell: mean, std and 95% CI half-width of each per-trial measure."""
-    keys = ["profile", "task", "technique", "batch_size", "padding", "max_length", "cell_id"]
+    """One row per cell: mean, std and 95% CI half-width of each per-trial measure.
+
+    Returns:
+        ``SUMMARY_COLUMNS``; no rows when no cell finished ``ok``.
+    """
+    trials = _with_columns(trials, IDENTITY_COLUMNS + TRIAL_COLUMNS + CELL_COLUMNS)
     ok = trials[trials["status"] == "ok"]
     rows = []
-    for key, group in ok.groupby(keys, sort=False):
+    for key, group in ok.groupby(SUMMARY_KEYS, sort=False, dropna=False):
         first = group.iloc[0]
-        row = dict(zip(keys, key, strict=True))
+        row = dict(zip(SUMMARY_KEYS, key, strict=True))
         row.update(
             trials=len(group),
             metric=first["metric"],
@@ -157,15 +270,7 @@ def summarize(trials: pd.DataFrame) -> pd.DataFrame:
             cv_flag=first["cv_flag"],
             device_name=first.get("device_name"),
         )
-        for column in (
-            "time_s",
-            "energy_j",
-            "dynamic_energy_j",
-            "samples_per_s",
-            "j_per_1k_samples",
-            "j_per_token",
-            "co2_mg",
-        ):
+        for column in SUMMARY_MEASURES:
             values = group[column].astype(float).to_numpy()
             row[f"{column}_mean"] = float(np.mean(values))
             row[f"{column}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
@@ -173,36 +278,145 @@ def summarize(trials: pd.DataFrame) -> pd.DataFrame:
         for column in ("latency_p50_ms", "latency_p99_ms"):
             row[column] = first.get(column)
         rows.append(row)
-    return pd.DataFrame(rows, columns=list(rows[0]) if rows else keys)
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 def write_tables(results_dir: Path, cells_dir: Path) -> pd.DataFrame:
-    """Rebuild results.csv (every trial of every profile) and summary.csv from the cells."""
+    """Rebuild results.csv (every trial of every profile), summary.csv and the manifest.
+
+    Writers of one ``results_dir`` take turns (an exclusive lock on the folder), so two
+    processes finishing at once leave the three files consistent.
+
+    Returns:
+        The trial rows written (no rows, and nothing written, when there are no cells).
+
+    Raises:
+        StoreError: a cell is damaged, or a table cannot be written (the old one stays).
+    """
     results_dir = Path(results_dir)
-    cells = load_cells(cells_dir)
-    if not cells:
-        return pd.DataFrame()
-    trials = trial_rows(cells)
-    _write_csv_atomic(trials, results_dir / RESULTS_CSV)
-    _write_csv_atomic(summarize(trials), results_dir / SUMMARY_CSV)
-    return trials
+    path = results_dir / RESULTS_CSV
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        lock = os.open(results_dir, os.O_RDONLY)
+    except OSError as err:
+        raise _write_error(path, err) from err
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cells = load_cells(cells_dir)
+        trials = trial_rows(cells)
+        if not cells:
+            return trials
+        text = _csv_text(trials)
+        _write_atomic(path, lambda handle: handle.write(text))
+        summary = _csv_text(summarize(trials))
+        _write_atomic(results_dir / SUMMARY_CSV, lambda handle: handle.write(summary))
+        manifest = {
+            "rows": len(trials),
+            "cells": len(cells),
+            "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            "cell_ids": sorted({c["cell_id"] for c in cells}),
+        }
+        write_json_atomic(results_dir / MANIFEST_JSON, manifest)
+        return trials
+    finally:
+        os.close(lock)
 
 
-def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+def _csv_text(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False, lineterminator="\n")
 
 
-def read_results(results_dir: Path, profile: str | None = None) -> pd.DataFrame:
-    """results.csv, optionally of one profile, with a clear error when nothing was measured."""
-    path = Path(results_dir) / RESULTS_CSV
+def _parse_csv(data: bytes) -> pd.DataFrame:
+    return pd.read_csv(io.BytesIO(data), dtype={"cell_id": str, "measured_at": str})
+
+
+def _fingerprint(trials: pd.DataFrame) -> list[tuple[str, str]]:
+    """(cell id, measured at) of every row, sorted: which cells a table holds, and how many rows."""
+    trials = _with_columns(trials, ["cell_id", "measured_at"])
+    ids = trials["cell_id"].fillna("").astype(str)
+    times = trials["measured_at"].fillna("").astype(str)
+    return sorted(zip(ids, times, strict=True))
+
+
+def _manifest_problem(results_dir: Path, data: bytes) -> str | None:
+    """Why the bytes of results.csv fail their manifest (None when they pass or there is none)."""
+    path = results_dir / MANIFEST_JSON
     if not path.exists():
-        raise FileNotFoundError(
-            f"no {path}: run the measurement notebooks first (python -m effbert run)"
+        return None
+    try:
+        expected = json.loads(path.read_text(encoding="utf-8"))["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"cannot be checked: its manifest {path} is damaged ({err})"
+    if hashlib.sha256(data).hexdigest() != expected:
+        return f"does not match the sha256 in {path} (truncated or edited)"
+    return None
+
+
+def _checked_table(
+    path: Path, expected: pd.DataFrame | None
+) -> tuple[pd.DataFrame | None, str | None]:
+    """results.csv parsed and checked against its manifest and the cells' rows (``expected``).
+
+    Returns:
+        The table and None, or None and why the table cannot be trusted.
+    """
+    if not path.exists():
+        return None, "is missing"
+    data = path.read_bytes()
+    problem = _manifest_problem(path.parent, data)
+    if problem is not None:
+        return None, problem
+    try:
+        frame = _parse_csv(data)
+    except ValueError as err:
+        return None, f"cannot be parsed ({err})"
+    if expected is not None and _fingerprint(frame) != _fingerprint(expected):
+        return None, "disagrees with the cell files (other cells, rows or measurement times)"
+    return frame, None
+
+
+def read_results(
+    results_dir: Path, profile: str | None = None, cells_dir: Path | None = None
+) -> pd.DataFrame:
+    """results.csv, optionally of one profile, checked before it is trusted.
+
+    The table is checked against its manifest (sha256) and, when there are cell files, against
+    them (which cells, how many rows, when measured). A table that is missing, truncated,
+    edited or stale is rebuilt from the cells, with a warning naming it.
+
+    Args:
+        results_dir: Folder of results.csv.
+        profile: Keep only the rows of this profile.
+        cells_dir: Folder of the cell files (default ``results_dir / "cells"``).
+
+    Raises:
+        FileNotFoundError: nothing was measured yet.
+        StoreError: results.csv fails its checks and there are no cells to rebuild it from.
+        ValueError: no rows of ``profile``.
+    """
+    results_dir = Path(results_dir)
+    path = results_dir / RESULTS_CSV
+    cells_dir = results_dir / "cells" if cells_dir is None else Path(cells_dir)
+    cells = load_cells(cells_dir) if cells_dir.is_dir() else []
+    if not path.exists() and not cells:
+        raise FileNotFoundError(f"no {path}: run the measurement notebooks first ({RERUN})")
+    expected = trial_rows(cells) if cells else None
+    frame, problem = _checked_table(path, expected)
+    if problem is not None:
+        if expected is None:
+            raise StoreError(
+                f"{path} {problem}, and there are no cells in {cells_dir} to rebuild it from: "
+                f"restore it (with {MANIFEST_JSON}) from a copy, or measure again ({RERUN})"
+            )
+        logger.warning(
+            "%s %s; rebuilt it from the %d cells in %s", path, problem, len(cells), cells_dir
         )
-    frame = pd.read_csv(path)
+        text = _csv_text(expected)
+        try:
+            write_tables(results_dir, cells_dir)
+        except StoreError as err:
+            logger.warning("using the rebuilt table without saving it: %s", err)
+        frame = _parse_csv(text.encode("utf-8"))
     if profile is not None:
         frame = frame[frame["profile"] == profile]
         if frame.empty:
@@ -226,15 +440,18 @@ PROVENANCE_COLUMNS = [
 
 def provenance(trials: pd.DataFrame) -> pd.DataFrame:
     """Where and with what the measured cells ran: one row per distinct environment."""
+    trials = _with_columns(trials, ["profile", "status", "measured_at"])
     ok = trials[trials["status"] == "ok"]
     columns = ["profile"] + [c for c in PROVENANCE_COLUMNS if c in ok.columns]
     table = ok.groupby(columns, dropna=False)["measured_at"].agg(["min", "max", "count"])
-    return table.rename(columns={"min": "first", "max": "last", "count": "trials"}).reset_index()
+    table = table.rename(columns={"min": "first", "max": "last", "count": "trials"}).reset_index()
+    return table.reindex(columns=[*columns, "first", "last", "trials"])
 
 
 def comparison(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
     """Each cell beside the baseline at the same task and batch size: ratios and metric change."""
     keys = ["task", "batch_size", "padding", "max_length"]
+    summary = _with_columns(summary, SUMMARY_COLUMNS)
     base = summary[summary["technique"] == baseline][
         keys + ["j_per_1k_samples_mean", "samples_per_s_mean", "metric_value"]
     ]

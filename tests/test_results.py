@@ -64,7 +64,7 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(results.json, "dump", crash_midway)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(results.StoreError, match="disk full"):
         results.write_json_atomic(path, {"v": 2})
     assert path.read_text() == '{\n "v": 1\n}'
     assert not list(tmp_path.glob(".*.tmp"))
