@@ -1,0 +1,169 @@
+"""Profiles: keys, types and values checked against effbert.params before anything runs."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from effbert import bench, config, params, results
+from effbert.tasks import get_task
+
+OFFLINE_GPU_CELLS = config.PROJ_ROOT / "reports" / "offline-gpu" / "results" / "cells"
+
+
+def write(tmp_path, text, name="p.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_profile_by_name_defaults_profile_key_to_stem():
+    smoke = params.load("smoke")
+    assert smoke.profile == "smoke" and smoke.data_source == "synthetic"
+
+
+def test_every_shipped_profile_is_valid(monkeypatch, tmp_path):
+    monkeypatch.setenv("EFFBERT_GLUE_DIR", str(tmp_path))
+    monkeypatch.setenv("EFFBERT_BASE_MODEL", str(tmp_path))
+    for path in sorted(config.PARAMS_DIR.glob("*.yaml")):
+        assert params.load(path.stem).profile == path.stem
+
+
+def test_unknown_profile_lists_known_ones():
+    with pytest.raises(config.ProfileError, match="smoke"):
+        params.load("no-such-profile")
+
+
+def test_env_references_expand_and_missing_ones_name_the_variable(tmp_path, monkeypatch):
+    path = write(tmp_path, "checkpoints_dir: ${EFFBERT_TEST_DIR}/ckpt\nbase_model: x/y\n")
+    monkeypatch.setenv("EFFBERT_TEST_DIR", str(tmp_path))
+    assert params.load(path).checkpoints_dir == f"{tmp_path}/ckpt"
+    monkeypatch.delenv("EFFBERT_TEST_DIR")
+    with pytest.raises(config.ProfileError, match="EFFBERT_TEST_DIR"):
+        params.load(path)
+    assert params.load(path, inputs=False).checkpoints_dir == "${EFFBERT_TEST_DIR}/ckpt"
+
+
+def test_unknown_keys_get_a_suggestion_and_the_valid_keys(tmp_path):
+    with pytest.raises(config.ProfileError) as err:
+        params.load(write(tmp_path, "batch_size: [8]\n"))
+    message = str(err.value)
+    assert "unknown key 'batch_size' (did you mean 'batch_sizes'?)" in message
+    assert "Valid keys: profile, device, tasks" in message
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("trials: five\n", "trials should be int, got str 'five'"),
+        ("trials: 1\n", "trials is 1: it must be at least 2"),
+        ("batch_sizes: [16, 0]\n", "batch_sizes is 0: it must be at least 1"),
+        ("batch_sizes: 16\n", "batch_sizes should be a list"),
+        ("tasks: [sst5]\n", "unknown task 'sst5' (did you mean 'sst2'?)"),
+        ("tasks: []\n", "tasks is empty"),
+        ("techniques: [fp32, fp8]\n", "unknown technique 'fp8'"),
+        ("techniques: []\n", "techniques is empty"),
+        ("padding: packed\n", "padding is 'packed': choose one of max_length, longest, bucketed"),
+        ("max_samples: -5\n", "max_samples is -5: it must be at least 0"),
+        ("energy: gpu\n", "energy is 'gpu': choose one of auto, nvml, rapl, none"),
+        (
+            "data_source: local\nglue_dir: /no/such/glue\n",
+            "glue_dir '/no/such/glue' does not exist",
+        ),
+        ("data_source: local\n", "set glue_dir"),
+        ("checkpoints_dir: /no/such/dir\n", "checkpoints_dir '/no/such/dir' does not exist"),
+        (
+            "base_model: /no/such/model\ncheckpoints_dir: x\n",
+            "base_model '/no/such/model' does not exist",
+        ),
+        ("base_model: org/model\n", "also set checkpoints_dir"),
+        ("checkpoints: {sst5: x}\n", "checkpoints names the unknown task 'sst5'"),
+        ("finetune: {rte: {lr: 1e-5, epoch: 3}}\n", "unknown FinetuneSettings field 'epoch'"),
+        ("finetune: {rte: {batch_size: big}}\n", "finetune.rte.batch_size should be int"),
+        ("force: true\n", "unknown key 'force'"),
+        ("min_window_s: 1\nwarmup_s: 0\n", None),
+        ("profile: ../../../escape\n", "may hold only letters, digits"),
+        ("profile: 'x</title><script>alert(1)</script>'\n", "may hold only letters, digits"),
+        ("- a\n- b\n", "a flat mapping"),
+        ("trials: [\n", "not valid YAML"),
+        ("trials: !!python/object:os.system 1\n", "not valid YAML"),
+    ],
+)
+def test_wrong_values_are_refused_naming_the_key_and_value(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    if expected is None:
+        params.load(path)
+        return
+    with pytest.raises(config.ProfileError) as err:
+        params.load(path)
+    assert expected in str(err.value)
+
+
+def test_a_yaml_alias_bomb_is_refused_before_expansion(tmp_path):
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    lines += [
+        f"{b}: &{b} [*{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}]"
+        for a, b in zip("abcdefgh", "bcdefghi")
+    ]
+    with pytest.raises(config.ProfileError, match="aliases"):
+        params.load(write(tmp_path, "\n".join(lines) + "\n"))
+
+
+def test_finetune_settings_per_task_over_default_over_the_field_defaults(tmp_path):
+    p = params.load(
+        write(
+            tmp_path,
+            "seed: 7\nfinetune: {default: {epochs: 2}, rte: {seed: 2, lr: 5.0e-5}, mnli: {batch_size: 8}}\n",
+        )
+    )
+    sst2, rte, mnli = (p.finetune_settings(get_task(t)) for t in ("sst2", "rte", "mnli_mm"))
+    assert (sst2.epochs, sst2.seed, sst2.lr) == (2.0, 7, params.FinetuneSettings.lr)
+    assert (rte.epochs, rte.seed, rte.lr) == (2.0, 2, 5e-5)
+    assert isinstance(sst2.epochs, float) and mnli.batch_size == 8
+
+
+def test_params_lists_every_parameter_with_type_default_and_help():
+    text = params.describe()
+    for name, f in params.PARAMS.items():
+        assert name in text and f.metadata["help"] in text
+    assert "10-finetune:" in text and "finetune.<task> fields: epochs=3.0" in text
+
+
+def test_defaults_live_only_in_params():
+    """Measure settings and notebooks take every value from Params (no defaults of their own)."""
+    import dataclasses
+
+    measure = {
+        f.name
+        for f in dataclasses.fields(bench.MeasureSettings)
+        if f.default is dataclasses.MISSING
+    }
+    assert measure == {"warmup_s", "trials", "min_window_s"}
+
+
+@pytest.mark.skipif(not OFFLINE_GPU_CELLS.exists(), reason="no published offline-gpu records")
+def test_published_offline_gpu_cells_resolve_unchanged():
+    """Resuming the published profile finds every one of its cells: none is measured again."""
+    offline = params.load("offline-gpu", inputs=False)
+    cells = [json.loads(p.read_text()) for p in sorted(OFFLINE_GPU_CELLS.glob("*/*.json"))]
+    assert len(cells) == 70
+    for cell in cells:
+        stored = cell["config"]
+        config = bench.cell_config(
+            offline,
+            get_task(stored["task"]),
+            stored["technique"],
+            stored["batch_size"],
+            stored["checkpoint"],
+            stored["checkpoint_version"],
+            stored["label_map"],
+            stored["device"],
+        )
+        assert config == stored
+        assert results.cell_id(config) == cell["cell_id"] == Path(cell["cell_id"]).stem
+
+
+def test_relative_paths_resolve_from_the_project_root(tmp_path):
+    assert config.resolve_path("models/x") == config.PROJ_ROOT / "models" / "x"
+    assert config.resolve_path(tmp_path) == tmp_path
+    assert config.reports_paths(tmp_path)["figures"] == tmp_path / "figures"
