@@ -1,166 +1,388 @@
-"""One function per figure, drawn from the per-cell summary (``results.summarize``)."""
+"""One function per figure, drawn from the per-cell summary (``results.summarize``).
+
+Figures are ``matplotlib.figure.Figure`` objects built without pyplot: they need no backend
+to be saved, and a notebook shows one returned as a cell's value as an image.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from effbert.models import TECHNIQUES
+from effbert.tasks import TASKS
 
-FIGURES = ("baseline", "energy", "glue", "throughput", "pareto")
+FIGURES = ("baseline", "energy", "glue", "throughput", "tradeoff")
 
-
-def _has_energy(summary: pd.DataFrame) -> bool:
-    return bool((summary["energy_source"] != "none").any()) and bool(
-        summary["j_per_1k_samples_mean"].notna().any()
-    )
-
-
-def _no_energy(ax, summary: pd.DataFrame) -> None:
-    ax.text(
-        0.5,
-        0.5,
-        "no energy measured on this device\n(energy_source = none)",
-        ha="center",
-        va="center",
-        transform=ax.transAxes,
-        color="gray",
-    )
-
-
-def _title(ax, text: str, summary: pd.DataFrame) -> None:
-    devices = ", ".join(sorted(str(d) for d in summary["device_name"].dropna().unique()))
-    profile = ", ".join(sorted(summary["profile"].unique()))
-    ax.set_title(f"{text}\nprofile {profile} · {devices}", fontsize=10)
+ENERGY = "j_per_1k_samples"
+THROUGHPUT = "samples_per_s"
+_COLUMNS = {
+    "profile": None,
+    "device_name": None,
+    "batch_size": np.nan,
+    "metric": "metric",
+    "metric_value": np.nan,
+    "energy_source": None,
+    f"{ENERGY}_mean": np.nan,
+    f"{ENERGY}_ci95": np.nan,
+    f"{THROUGHPUT}_mean": np.nan,
+    f"{THROUGHPUT}_ci95": np.nan,
+}
+_MARKERS = "osD^vP*Xhp<>"
+_EMPTY = "No measured cells in this summary, so there is nothing to plot."
+_TRIALS = "95% interval over trials"
+_COLOURS = [f"C{i}" for i in range(10)]
+_LEGEND = {"loc": "outside right upper", "frameon": False, "fontsize": 8}
 
 
-def _one_batch_size(summary: pd.DataFrame) -> pd.DataFrame:
-    """Figures compare techniques at one batch size: the profile's first (smallest) one."""
-    return summary[summary["batch_size"] == summary["batch_size"].min()]
+def ratio_ci95(a, ca, b, cb):
+    """The ratio ``a / b`` and the half-width of its 95% interval, propagated from both.
+
+    First-order propagation for independent means: ``r * sqrt((ca / a)**2 + (cb / b)**2)``.
+
+    Args:
+        a: Numerator mean(s).
+        ca: 95% half-width(s) of ``a``; NaN where unknown (a single trial).
+        b: Denominator mean(s).
+        cb: 95% half-width(s) of ``b``.
+
+    Returns:
+        ``(ratio, half_width)``, scalars or arrays like the inputs; the half-width is NaN
+        where either input interval is unknown.
+    """
+    a, ca, b, cb = (np.asarray(v, dtype=float) for v in (a, ca, b, cb))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = a / b
+        half = np.abs(ratio) * np.hypot(ca / a, cb / b)
+    if ratio.ndim == 0:
+        return float(ratio), float(half)
+    return ratio, half
+
+
+def ordered(names, reference) -> list[str]:
+    """Distinct ``names`` in the order of ``reference``, unknown names after, sorted."""
+    present = {str(n) for n in names if isinstance(n, str) or not pd.isna(n)}
+    return [n for n in reference if n in present] + sorted(present - set(reference))
+
+
+def _style(technique: str) -> dict:
+    """One colour and marker per technique, the same in every figure."""
+    known = list(TECHNIQUES)
+    i = known.index(technique) if technique in known else len(known) + sum(map(ord, technique))
+    return {"color": _COLOURS[i % len(_COLOURS)], "marker": _MARKERS[i % len(_MARKERS)]}
+
+
+def _prepare(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, technique) at the smallest batch size, optional columns filled in.
+
+    Energy is NaN in rows whose ``energy_source`` is ``none``.
+    """
+    frame = summary.copy()
+    for column, default in _COLUMNS.items():
+        if column not in frame.columns:
+            frame[column] = default
+    frame = frame.dropna(subset=["task", "technique"])
+    if frame["batch_size"].notna().any():
+        frame = frame[frame["batch_size"] == frame["batch_size"].min()]
+    unmeasured = frame["energy_source"].eq("none")
+    frame.loc[unmeasured, [f"{ENERGY}_mean", f"{ENERGY}_ci95"]] = np.nan
+    return frame.drop_duplicates(["task", "technique"])
+
+
+def _has_energy(rows: pd.DataFrame) -> bool:
+    return bool(rows[f"{ENERGY}_mean"].notna().any())
+
+
+def _subtitle(rows: pd.DataFrame) -> str:
+    parts = [
+        ", ".join(str(v) for v in sorted(rows[c].dropna().astype(str).unique()))
+        for c in ("profile", "device_name")
+    ]
+    return " · ".join(p for p in parts if p)
+
+
+def _title(fig: Figure, text: str, rows: pd.DataFrame) -> None:
+    subtitle = _subtitle(rows)
+    fig.suptitle(f"{text}\n{subtitle}" if subtitle else text, fontsize=10)
+
+
+def _message(text: str, size=(7, 2.5)) -> Figure:
+    """A figure holding one centred sentence instead of empty axes."""
+    fig = Figure(figsize=size)
+    fig.text(0.5, 0.5, text, ha="center", va="center", wrap=True, color="dimgray", fontsize=11)
+    return fig
+
+
+def _no_energy(rows: pd.DataFrame) -> Figure:
+    if rows.empty:
+        return _message(_EMPTY)
+    return _message("No energy was measured for these cells (energy_source none or empty).")
+
+
+def _tables(rows: pd.DataFrame, value: str, error: str | None = None):
+    """``value`` (and ``error``) as task x technique tables in the study's order."""
+    tasks = ordered(rows["task"], TASKS)
+    techniques = ordered(rows["technique"], TECHNIQUES)
+    index = rows.set_index(["task", "technique"])
+    table = index[value].unstack().reindex(index=tasks, columns=techniques)
+    errors = None if error is None else index[error].unstack().reindex_like(table)
+    return table, errors
+
+
+def _error_bars(values: np.ndarray, errors: np.ndarray) -> np.ndarray:
+    """Asymmetric ``yerr`` with the lower arm clipped so that no bar's interval goes below 0."""
+    errors = np.where(np.isfinite(errors), errors, 0.0)
+    lower = np.minimum(errors, np.clip(np.nan_to_num(values), 0, None))
+    return np.vstack([lower, errors])
 
 
 def _grouped_bars(ax, table: pd.DataFrame, errors: pd.DataFrame | None = None) -> None:
-    """Bars grouped by the table's index (tasks), one colour per column (technique)."""
-    n = max(len(table.columns), 1)
-    width = 0.8 / n
+    """Bars grouped by task (the table's index), one colour per technique (its columns)."""
+    total = 0.8 if len(table.columns) > 1 else 0.6
+    width = total / max(len(table.columns), 1)
     x = np.arange(len(table.index))
-    for i, column in enumerate(table.columns):
-        err = None if errors is None else errors[column].to_numpy()
+    for i, technique in enumerate(table.columns):
+        values = table[technique].to_numpy(dtype=float)
+        yerr = None
+        if errors is not None and errors[technique].notna().any():
+            yerr = _error_bars(values, errors[technique].to_numpy(dtype=float))
         ax.bar(
-            x + i * width - 0.4 + width / 2, table[column], width, yerr=err, label=column, capsize=2
+            x - total / 2 + (i + 0.5) * width,
+            values,
+            width,
+            yerr=yerr,
+            capsize=2,
+            error_kw={"elinewidth": 0.8},
+            label=technique,
+            color=_style(technique)["color"],
         )
     ax.set_xticks(x, table.index)
-    ax.legend(fontsize=8, ncols=2)
+    _pad(ax, len(x))
 
 
-def baseline(summary: pd.DataFrame, technique: str = "fp32") -> plt.Figure:
-    """Energy per 1000 samples of the baseline technique, per task, with 95% CIs."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    rows = _one_batch_size(summary[summary["technique"] == technique]).set_index("task")
-    if _has_energy(summary) and not rows.empty:
-        ax.bar(
-            rows.index, rows["j_per_1k_samples_mean"], yerr=rows["j_per_1k_samples_ci95"], capsize=3
-        )
-        ax.set_ylabel("energy per 1000 samples (J)")
+def _pad(ax, n: int) -> None:
+    """Room around the bars, so that one task does not fill the axes."""
+    pad = max(0.6, (3 - n) / 2)
+    ax.set_xlim(-pad, n - 1 + pad)
+
+
+def _note(ax, errors: pd.DataFrame | None, text: str = _TRIALS) -> None:
+    """Say under the axes what the error bars are, or that there are none."""
+    if errors is None:
+        text = "one evaluation per cell"
+    elif not errors.notna().any().any():
+        text = "no interval: one trial per cell"
     else:
-        _no_energy(ax, summary)
-    _title(ax, f"Baseline ({technique}) energy per task", summary)
+        text = f"error bars: {text}"
+    ax.set_xlabel(text, fontsize=8, color="dimgray")
+
+
+def _bar_figure(table, errors, ylabel: str, title: str, rows, interval: str = _TRIALS) -> Figure:
+    fig = Figure(figsize=(9, 4), layout="constrained")
+    ax = fig.add_subplot()
+    _grouped_bars(ax, table, errors)
+    ax.set_ylabel(ylabel)
+    _note(ax, errors, interval)
+    fig.legend(title="technique", **_LEGEND)
+    _title(fig, title, rows)
     return fig
 
 
-def energy(summary: pd.DataFrame, technique: str = "fp32") -> plt.Figure:
-    """Energy per sample of each technique relative to the baseline, per task."""
-    fig, ax = plt.subplots(figsize=(8, 4))
-    rows = _one_batch_size(summary)
-    if _has_energy(summary):
-        table = rows.pivot_table(index="task", columns="technique", values="j_per_1k_samples_mean")
-        if technique in table.columns:
-            _grouped_bars(ax, table.div(table[technique], axis=0))
-            ax.axhline(1.0, color="black", lw=0.8)
-            ax.set_ylabel(f"energy per sample / {technique}")
-    else:
-        _no_energy(ax, summary)
-    _title(ax, "Energy per sample relative to the baseline", summary)
+def baseline(summary: pd.DataFrame, technique: str = "fp32") -> Figure:
+    """Energy per 1000 samples of the baseline technique, per task, with 95% intervals."""
+    rows = _prepare(summary)
+    rows = rows[rows["technique"] == technique]
+    if not _has_energy(rows):
+        if rows.empty and not summary.empty:
+            return _message(f"No {technique} cells in this summary, so no baseline to show.")
+        return _no_energy(rows)
+    table, errors = _tables(rows, f"{ENERGY}_mean", f"{ENERGY}_ci95")
+    fig = Figure(figsize=(7, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    _grouped_bars(ax, table, errors)
+    ax.set_ylabel("energy per 1000 samples (J)")
+    _note(ax, errors)
+    _title(fig, f"Baseline ({technique}) energy per task", rows)
     return fig
 
 
-def glue(summary: pd.DataFrame) -> plt.Figure:
-    """Each task's primary GLUE metric under each technique."""
-    fig, ax = plt.subplots(figsize=(8, 4))
-    rows = _one_batch_size(summary)
-    table = rows.pivot_table(index="task", columns="technique", values="metric_value")
-    _grouped_bars(ax, table)
-    metric_names = rows.drop_duplicates("task").set_index("task")["metric"]
-    ax.set_xticks(
-        range(len(table.index)), [f"{t}\n{metric_names[t]}" for t in table.index], fontsize=8
+def _relative(rows: pd.DataFrame, technique: str) -> pd.DataFrame:
+    """Each non-baseline cell's energy ratio to the baseline, its interval and metric change."""
+    base = rows[rows["technique"] == technique].set_index("task")
+    other = rows[(rows["technique"] != technique) & rows["task"].isin(base.index)].copy()
+    matched = base.loc[other["task"]]
+    ratio, half = ratio_ci95(
+        other[f"{ENERGY}_mean"].to_numpy(dtype=float),
+        other[f"{ENERGY}_ci95"].to_numpy(dtype=float),
+        matched[f"{ENERGY}_mean"].to_numpy(dtype=float),
+        matched[f"{ENERGY}_ci95"].to_numpy(dtype=float),
     )
-    ax.set_ylabel("task metric")
-    _title(ax, "GLUE metric per technique", summary)
+    other["ratio"], other["ratio_ci95"] = ratio, half
+    other["metric_change"] = other["metric_value"].to_numpy() - matched["metric_value"].to_numpy()
+    return other
+
+
+def energy(summary: pd.DataFrame, technique: str = "fp32") -> Figure:
+    """Energy per sample of each technique relative to the baseline, per task."""
+    rows = _prepare(summary)
+    if not _has_energy(rows):
+        return _no_energy(rows)
+    relative = _relative(rows, technique)
+    relative = relative[relative["ratio"].notna()]
+    if relative.empty:
+        return _message(f"No technique was measured beside {technique}, so there is no ratio.")
+    table, errors = _tables(relative, "ratio", "ratio_ci95")
+    fig = _bar_figure(
+        table,
+        errors,
+        f"energy per sample / {technique}",
+        f"Energy per sample relative to {technique} (below 1 saves energy)",
+        rows,
+        "95% interval of the ratio, from both cells' intervals",
+    )
+    fig.axes[0].axhline(1.0, color="black", lw=0.8, ls="--")
     return fig
 
 
-def throughput(summary: pd.DataFrame) -> plt.Figure:
-    """Samples per second of each technique, per task, with 95% CIs."""
-    fig, ax = plt.subplots(figsize=(8, 4))
-    rows = _one_batch_size(summary)
-    table = rows.pivot_table(index="task", columns="technique", values="samples_per_s_mean")
-    errors = rows.pivot_table(index="task", columns="technique", values="samples_per_s_ci95")
-    _grouped_bars(ax, table, errors.reindex_like(table))
-    ax.set_ylabel("samples per second")
-    _title(ax, "Throughput per technique", summary)
+def glue(summary: pd.DataFrame) -> Figure:
+    """Each task's own GLUE metric under each technique."""
+    rows = _prepare(summary)
+    if rows.empty:
+        return _message(_EMPTY)
+    if rows["metric_value"].isna().all():
+        return _message("No task metric in this summary, so there is nothing to plot.")
+    table, _ = _tables(rows, "metric_value")
+    fig = _bar_figure(table, None, "task metric", "Task metric per technique", rows)
+    ax = fig.axes[0]
+    names = rows.drop_duplicates("task").set_index("task")["metric"]
+    ax.set_xticks(ax.get_xticks(), [f"{t}\n{names[t]}" for t in table.index], fontsize=8)
+    ax.axhline(0.0, color="black", lw=0.6)
     return fig
 
 
-def pareto(summary: pd.DataFrame) -> plt.Figure:
-    """Energy per sample against the task metric: lower left is cheaper, higher is better."""
-    fig, ax = plt.subplots(figsize=(7, 5))
-    if _has_energy(summary):
-        markers = dict(zip(sorted(summary["technique"].unique()), "osD^vP*Xh", strict=False))
-        for task, rows in summary.groupby("task"):
-            colour = ax.scatter([], [], label=task).get_facecolor()
-            for _, r in rows.iterrows():
-                ax.scatter(
-                    r["j_per_1k_samples_mean"],
-                    r["metric_value"],
-                    color=colour,
-                    marker=markers[r["technique"]],
-                )
-        for technique, marker in markers.items():
-            ax.scatter([], [], color="gray", marker=marker, label=technique)
-        ax.set_xlabel("energy per 1000 samples (J)")
-        ax.set_ylabel("task metric")
-        ax.legend(fontsize=7, ncols=2)
-    else:
-        _no_energy(ax, summary)
-    _title(ax, "Energy vs accuracy", summary)
+def throughput(summary: pd.DataFrame) -> Figure:
+    """Samples per second of each technique, per task, with 95% intervals."""
+    rows = _prepare(summary)
+    if rows.empty:
+        return _message(_EMPTY)
+    if rows[f"{THROUGHPUT}_mean"].isna().all():
+        return _message("No throughput in this summary, so there is nothing to plot.")
+    table, errors = _tables(rows, f"{THROUGHPUT}_mean", f"{THROUGHPUT}_ci95")
+    return _bar_figure(
+        table,
+        errors,
+        "samples per second",
+        "Throughput per technique (higher is faster)",
+        rows,
+    )
+
+
+def tradeoff(summary: pd.DataFrame, technique: str = "fp32") -> Figure:
+    """Per task, energy per sample relative to the baseline against the change in its metric.
+
+    Left of the dashed vertical line saves energy; above the dashed horizontal line the task's
+    own metric improved. The baseline sits where the lines cross.
+    """
+    rows = _prepare(summary)
+    if not _has_energy(rows):
+        return _no_energy(rows)
+    relative = _relative(rows, technique)
+    relative = relative[relative["ratio"].notna()]
+    if relative.empty:
+        return _message(f"No technique was measured beside {technique}, so there is no trade-off.")
+    tasks = ordered(relative["task"], TASKS)
+    ncols = min(3, len(tasks))
+    nrows = math.ceil(len(tasks) / ncols)
+    fig = Figure(figsize=(max(8, 3.3 * ncols + 2), 2.8 * nrows + 1), layout="constrained")
+    axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False).ravel()
+    for ax, task in zip(axes, tasks, strict=False):
+        cells = relative[relative["task"] == task].set_index("technique")
+        for name in ordered(cells.index, TECHNIQUES):
+            cell = cells.loc[name]
+            half = 0.0 if pd.isna(cell["ratio_ci95"]) else cell["ratio_ci95"]
+            ax.errorbar(
+                cell["ratio"],
+                cell["metric_change"],
+                xerr=[[min(half, 0.95 * cell["ratio"])], [half]],
+                ls="none",
+                ms=6,
+                capsize=2,
+                elinewidth=0.8,
+                label=name,
+                **_style(name),
+            )
+        ax.plot(1, 0, "o", color="black", ms=10, mfc="none", label=f"{technique} (baseline)")
+        ax.axvline(1.0, color="gray", lw=0.8, ls="--")
+        ax.axhline(0.0, color="gray", lw=0.8, ls="--")
+        ax.set_title(task, fontsize=9)
+        ax.set_ylabel(f"Δ {cells['metric'].iloc[0]}", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_tick_params(labelbottom=True)
+    for ax in axes[len(tasks) :]:
+        ax.set_axis_off()
+    for ax in axes[-ncols:]:
+        ax.set_xlabel(f"energy per sample / {technique} (log scale)", fontsize=8)
+    seen = {}
+    for ax in axes[: len(tasks)]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    labels = ordered(seen, TECHNIQUES)
+    fig.legend([seen[n] for n in labels], labels, title="technique", **_LEGEND)
+    bars = "95% interval" if relative["ratio_ci95"].notna().any() else "no interval (one trial)"
+    _title(
+        fig,
+        f"Energy vs task metric, relative to {technique} (x bars: {bars})\n"
+        "left of 1 uses less energy, above 0 scores better",
+        rows,
+    )
     return fig
 
 
-def compare(summary: pd.DataFrame, techniques: list[str], baseline: str = "fp32") -> plt.Figure:
+def compare(summary: pd.DataFrame, techniques: list[str], baseline: str = "fp32") -> Figure:
     """A technique notebook's figure: its techniques beside the baseline, per task.
 
-    Energy per 1000 samples where energy was measured, else throughput.
+    Energy per 1000 samples where energy was measured, else throughput, with 95% intervals.
     """
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    rows = _one_batch_size(summary[summary["technique"].isin([baseline, *techniques])])
-    measure = "j_per_1k_samples" if _has_energy(rows) else "samples_per_s"
-    if not rows.empty:
-        table = rows.pivot_table(index="task", columns="technique", values=f"{measure}_mean")
-        errors = rows.pivot_table(index="task", columns="technique", values=f"{measure}_ci95")
-        _grouped_bars(ax, table, errors.reindex_like(table))
-        _title(ax, f"{', '.join(techniques)} vs {baseline}", rows)
-    ax.set_ylabel(
-        "energy per 1000 samples (J)" if measure == "j_per_1k_samples" else "samples per second"
+    rows = _prepare(summary)
+    rows = rows[rows["technique"].isin([baseline, *techniques])]
+    if rows.empty:
+        return _message(f"No cells of {', '.join([baseline, *techniques])} in this summary yet.")
+    measure = ENERGY if _has_energy(rows) else THROUGHPUT
+    if rows[f"{measure}_mean"].isna().all():
+        return _message("Neither energy nor throughput was measured for these cells.")
+    table, errors = _tables(rows, f"{measure}_mean", f"{measure}_ci95")
+    others = [t for t in ordered(techniques, TECHNIQUES) if t != baseline]
+    title = f"{', '.join(others)} vs {baseline}" if others else f"{baseline}"
+    ylabel = "energy per 1000 samples (J)" if measure == ENERGY else "samples per second"
+    return _bar_figure(
+        table,
+        errors,
+        ylabel,
+        f"{title}: {'lower' if measure == ENERGY else 'higher'} is better",
+        rows,
     )
-    return fig
 
 
 def save_all(summary: pd.DataFrame, figures_dir: Path, technique: str = "fp32") -> list[Path]:
-    """Draw the five figures and save them as ``figures_dir/<name>.png``."""
+    """Draw every figure of ``FIGURES`` and save it as ``figures_dir/<name>.png``.
+
+    Args:
+        summary: Per-cell summary, as ``results.summarize`` returns it.
+        figures_dir: Folder for the PNG files; created if missing.
+        technique: The baseline technique that ratios and changes are taken against.
+
+    Returns:
+        The paths written, in the order of ``FIGURES``.
+    """
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
     drawn = {
@@ -168,13 +390,11 @@ def save_all(summary: pd.DataFrame, figures_dir: Path, technique: str = "fp32") 
         "energy": energy(summary, technique),
         "glue": glue(summary),
         "throughput": throughput(summary),
-        "pareto": pareto(summary),
+        "tradeoff": tradeoff(summary, technique),
     }
     paths = []
-    for name, fig in drawn.items():
+    for name in FIGURES:
         path = figures_dir / f"{name}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        drawn[name].savefig(path, dpi=120)
         paths.append(path)
     return paths

@@ -1,22 +1,35 @@
+import base64
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 from PIL import Image
 
 from effbert import plots
 
+PNG = b"\x89PNG\r\n\x1a\n"
 
-def summary(energy=True):
+
+def summary(energy=True, tasks=("mrpc", "sst2"), techniques=("int8", "fp32", "fp16")):
+    scales = {"fp32": 1.0, "fp16": 0.25, "int8": 2.5}
+    metrics = {"sst2": "accuracy", "mrpc": "f1", "cola": "matthews_correlation"}
     rows = []
-    for task, metric in [("sst2", 0.9), ("mrpc", 0.85)]:
-        for technique, scale in [("fp32", 1.0), ("fp16", 0.25), ("int8", 2.5)]:
+    for task in tasks:
+        for technique in techniques:
+            scale = scales.get(technique, 0.5)
             rows.append(
                 {
                     "profile": "p",
                     "task": task,
                     "technique": technique,
                     "batch_size": 16,
-                    "metric": "accuracy",
-                    "metric_value": metric - 0.01 * scale,
+                    "metric": metrics.get(task, "pearson"),
+                    "metric_value": 0.9 - 0.01 * scale,
                     "energy_source": "nvml" if energy else "none",
                     "device_name": "GPU",
                     "j_per_1k_samples_mean": 200 * scale if energy else float("nan"),
@@ -28,13 +41,147 @@ def summary(energy=True):
     return pd.DataFrame(rows)
 
 
+def drawn(fig):
+    fig.draw_without_rendering()
+    return fig
+
+
+def error_segments(ax):
+    """(x, low, high) of each vertical error bar drawn on the axes."""
+    segments = []
+    for container in ax.containers:
+        if getattr(container, "errorbar", None) is not None:
+            for collection in container.errorbar.lines[2]:
+                segments += [(s[0][0], s[0][1], s[1][1]) for s in collection.get_segments()]
+    return segments
+
+
 @pytest.mark.parametrize("energy", [True, False])
-def test_all_five_figures_are_written(tmp_path, energy):
+def test_every_figure_is_written(tmp_path, energy):
     paths = plots.save_all(summary(energy), tmp_path)
+    assert plots.FIGURES == ("baseline", "energy", "glue", "throughput", "tradeoff")
     assert [p.name for p in paths] == [f"{n}.png" for n in plots.FIGURES]
     for path in paths:
         width, height = Image.open(path).size
         assert width > 300 and height > 200
+
+
+def test_ratio_interval_propagates_both_relative_errors():
+    ratio, half = plots.ratio_ci95(50.0, 5.0, 200.0, 10.0)
+    assert ratio == 0.25
+    assert half == pytest.approx(0.25 * math.sqrt(0.1**2 + 0.05**2))
+    assert plots.ratio_ci95(2.0, 0.0, 1.0, 0.0) == (2.0, 0.0)
+    assert math.isnan(plots.ratio_ci95(2.0, float("nan"), 1.0, 0.1)[1])
+    ratios, halves = plots.ratio_ci95([1.0, 4.0], [0.1, 0.4], [2.0, 2.0], [0.0, 0.0])
+    np.testing.assert_allclose(ratios, [0.5, 2.0])
+    np.testing.assert_allclose(halves, [0.05, 0.2])
+
+
+def test_order_follows_the_study_then_unknown_names_sorted():
+    assert plots.ordered(["zz", "mrpc", "aa", "sst2", "cola"], plots.TASKS) == [
+        "cola",
+        "sst2",
+        "mrpc",
+        "aa",
+        "zz",
+    ]
+
+
+def test_importing_plots_leaves_the_notebook_backend_alone():
+    inline = "module://matplotlib_inline.backend_inline"
+    code = "import matplotlib, sys, effbert.plots; print(matplotlib.get_backend()); "
+    code += "print('matplotlib.pyplot' in sys.modules)"
+    env = {**os.environ, "MPLBACKEND": inline}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == [inline, "False"], out.stderr
+
+
+def test_a_figure_displays_as_png_in_ipython():
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.core.pylabtools import select_figure_formats
+
+    shell = InteractiveShell.instance()
+    select_figure_formats(shell, {"png"})
+    fig = plots.energy(summary())
+    assert isinstance(fig, Figure)
+    data, _ = shell.display_formatter.format(fig)
+    png = data["image/png"]
+    assert (png if isinstance(png, bytes) else base64.b64decode(png))[:8] == PNG
+
+
+def test_bars_keep_study_order_and_legend_outside_the_axes():
+    fig = drawn(plots.throughput(summary(techniques=("zz", "int8", "fp32", "fp16"))))
+    (ax,) = fig.axes
+    assert ax.get_legend() is None
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["fp32", "int8", "fp16", "zz"]
+    assert legend.get_window_extent().x0 >= ax.get_window_extent().x1
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["sst2", "mrpc"]
+
+
+def test_energy_ratios_carry_intervals_from_both_cells():
+    fig = plots.energy(summary(), "fp32")
+    (ax,) = fig.axes
+    heights = sorted(round(p.get_height(), 6) for p in ax.patches)
+    assert heights == [0.25, 0.25, 2.5, 2.5]
+    _, half = plots.ratio_ci95(50.0, 5.0, 200.0, 5.0)
+    lengths = sorted(high - low for _, low, high in error_segments(ax))
+    assert lengths[0] == pytest.approx(2 * half)
+
+
+def test_error_bars_never_go_below_zero():
+    frame = summary().assign(samples_per_s_ci95=1e6, j_per_1k_samples_ci95=1e6)
+    for fig in (plots.throughput(frame), plots.baseline(frame), plots.compare(frame, ["fp16"])):
+        segments = error_segments(fig.axes[0])
+        assert segments and min(low for _, low, _ in segments) == 0.0
+
+
+def test_empty_data_gives_one_sentence_instead_of_axes():
+    empty = summary().iloc[0:0]
+    for fig in [getattr(plots, name)(empty) for name in plots.FIGURES]:
+        assert fig.axes == [] and len(fig.texts) == 1
+    for name in ("baseline", "energy", "tradeoff"):
+        fig = getattr(plots, name)(summary(energy=False))
+        assert fig.axes == [] and "energy" in fig.texts[0].get_text()
+    nan_energy = summary().assign(j_per_1k_samples_mean=float("nan"))
+    assert plots.energy(nan_energy).axes == []
+    assert plots.compare(empty, ["fp16"]).axes == []
+
+
+def test_tradeoff_has_one_panel_per_task_in_its_metric():
+    fig = drawn(plots.tradeoff(summary(tasks=("mrpc", "cola", "sst2"))))
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert [ax.get_title() for ax in panels] == ["cola", "sst2", "mrpc"]
+    assert [ax.get_ylabel() for ax in panels] == [
+        "Δ matthews_correlation",
+        "Δ accuracy",
+        "Δ f1",
+    ]
+    first = panels[0]
+    points = {c.get_label(): c.lines[0].get_xydata()[0] for c in first.containers}
+    np.testing.assert_allclose(points["fp16"], [0.25, 0.01 * 0.75])
+    np.testing.assert_allclose(points["int8"], [2.5, -0.015])
+    dashed = [line.get_xydata().tolist() for line in first.lines if line.get_linestyle() == "--"]
+    assert [[1, 0], [1, 1]] in dashed and [[0, 0], [1, 0]] in dashed
+    (legend,) = fig.legends
+    assert legend.get_window_extent().x0 >= max(ax.get_window_extent().x1 for ax in panels)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        summary()[["task", "technique", "metric_value", "j_per_1k_samples_mean"]],
+        summary().assign(j_per_1k_samples_ci95=np.nan, samples_per_s_ci95=np.nan),
+        summary(tasks=("sst2",)),
+        summary(techniques=("fp32",)),
+        summary(techniques=("fp16",)),
+    ],
+    ids=["missing-columns", "single-trial", "one-task", "only-baseline", "no-baseline"],
+)
+def test_figures_tolerate_sparse_summaries(tmp_path, frame):
+    for path in plots.save_all(frame, tmp_path):
+        assert path.read_bytes()[:8] == PNG
+    assert isinstance(plots.compare(frame, ["fp16"]), Figure)
 
 
 def test_technique_comparison_falls_back_to_throughput_without_energy():
