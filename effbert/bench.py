@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -21,7 +22,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from effbert import config as cfg
 from effbert import data, energy, environment, metrics, models, results
@@ -196,6 +197,9 @@ class Study:
         self._meter = None
         self._idle_power_w = None
         self._rows: dict[str, pd.DataFrame] = {}
+        self.log_path = self.paths["logs"] / f"{params.profile}.log"
+        environment.import_libraries(self.log_path)
+        print(f"library warnings and logs: {cfg.project_relative(self.log_path)}")
 
     @classmethod
     def from_profile(cls, profile: str, reports_dir: str = "reports", force: bool = False):
@@ -337,12 +341,15 @@ class Study:
             print(f"profile {self.params.profile!r} selects none of {', '.join(techniques)}")
             return results.trial_rows([])
         records = []
-        progress = tqdm(cells, desc=self.params.profile, unit="cell", mininterval=5.0)
-        for cell in progress:
-            progress.set_postfix_str(
-                f"{cell.task.name} {cell.technique.name} bs={cell.batch_size}", refresh=False
-            )
-            records.append(self._run_cell(cell))
+        progress = tqdm(
+            cells, desc=self.params.profile, unit="cell", mininterval=5.0, file=sys.stdout
+        )
+        with environment.captured(self.log_path):
+            for cell in progress:
+                progress.set_postfix_str(
+                    f"{cell.task.name} {cell.technique.name} bs={cell.batch_size}", refresh=False
+                )
+                records.append(self._run_cell(cell))
         results.write_tables(self.paths["results"], self.paths["cells"])
         return results.trial_rows(records)
 

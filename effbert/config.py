@@ -28,6 +28,7 @@ def reports_paths(reports_dir: str | Path = REPORTS_DIR) -> dict[str, Path]:
         "cells": root / "results" / "cells",
         "figures": root / "figures",
         "executed": root / "executed",
+        "logs": root / "logs",
     }
 
 

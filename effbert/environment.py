@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import logging
 import os
 import platform
 import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 
 import torch
 
@@ -103,3 +109,53 @@ def gpu_state(device: torch.device) -> dict[str, float]:
         "gpu_temp_c": float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)),
         "sm_clock_mhz": float(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM)),
     }
+
+
+@cache
+def _log_file(path: Path):
+    """One append handle per log, open for the process: loggers set up while capturing keep it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+
+
+@contextlib.contextmanager
+def captured(log_path: Path) -> Iterator[None]:
+    """Send library warnings and log records, and whatever writes to stderr, to ``log_path``.
+
+    The notebook shows results and progress (stdout); the log keeps everything else.
+    """
+    log = _log_file(Path(log_path).resolve())
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = lambda message, category, filename, lineno, *_: log.write(
+            warnings.formatwarning(message, category, filename, lineno)
+        )
+        handlers = [
+            h
+            for logger in [logging.getLogger(), *logging.root.manager.loggerDict.values()]
+            for h in getattr(logger, "handlers", [])
+            if type(h) is logging.StreamHandler
+        ]
+        streams = [h.setStream(log) for h in handlers]
+        sys.stderr.flush()
+        saved_fd = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        try:
+            with contextlib.redirect_stderr(log):
+                yield
+        finally:
+            log.flush()
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+            for handler, stream in zip(handlers, streams, strict=True):
+                handler.setStream(stream)
+
+
+def import_libraries(log_path: Path) -> None:
+    """Import the libraries whose import-time warnings would flood a notebook, into the log."""
+    import importlib
+
+    with captured(log_path):
+        for name in ("tqdm.auto", "transformers", "torchao.quantization", "zeus.monitor"):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)

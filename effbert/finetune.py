@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from effbert import data, metrics, models
 from effbert.config import project_relative, resolve_path

@@ -40,6 +40,22 @@ _COLOURS = [f"C{i}" for i in range(10)]
 _LEGEND = {"loc": "outside right upper", "frameon": False, "fontsize": 8}
 
 
+def _show_figures_as_png() -> None:
+    """In a notebook kernel, display a returned Figure as a PNG (what pyplot's inline backend
+    would set up; these figures never touch pyplot)."""
+    try:
+        from IPython import get_ipython
+        from IPython.core.pylabtools import select_figure_formats
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        select_figure_formats(shell, {"png"}, dpi=110)
+
+
+_show_figures_as_png()
+
+
 def ratio_ci95(a, ca, b, cb):
     """The ratio ``a / b`` and the half-width of its 95% interval, propagated from both.
 

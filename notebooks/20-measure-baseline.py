@@ -26,7 +26,7 @@ force: bool = False  # re-measure cells that already have results
 
 # %% [markdown]
 # ## Setup
-# The profile's settings, checked and resolved (`python -m effbert params` explains each one).
+# The baseline runs the checkpoint as saved: fp32 weights, eager attention, no autocast.
 
 # %%
 from effbert import bench
@@ -36,15 +36,16 @@ study.settings_table()
 
 # %% [markdown]
 # ## Measure
-# Each cell: warmup, then `trials` windows of whole passes over the task's batches. Cells already
-# measured with the same configuration are read back, not measured again.
+# Every later notebook divides by these cells, so they are measured first: warmup, then `trials`
+# windows of whole passes. Cells already on disk with the same configuration are read back.
 
 # %%
 records = study.run(["fp32"])
 
 # %% [markdown]
 # ## Results
-# Means with 95% confidence half-widths over the trials; skipped cells with their reason.
+# Energy per 1000 samples and throughput, each with its 95% interval over the trials; the task
+# metric of fp32 is the reference the other techniques must stay near.
 
 # %%
 study.summary(records)
@@ -57,7 +58,7 @@ study.figure(["fp32"])
 
 # %% [markdown]
 # ## Checks
-# Every window long enough and read, every metric present and within `metric_tolerance` of fp32.
+# Windows long enough for the counter, energy read, every task's metric present.
 
 # %%
 study.check(records)

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from effbert import data, finetune, models
+from effbert import data, finetune, models, params
 from effbert.tasks import get_task
 
 
@@ -15,18 +15,13 @@ def base_model(tmp_path):
     return folder
 
 
-def test_per_task_values_fall_back_to_default():
-    task = get_task("mnli_mm")
-    assert finetune.per_task({"mnli": 1, "default": 3}, task, 9) == 1
-    assert finetune.per_task({"default": 3}, task, 9) == 3
-    assert finetune.per_task({}, task, 9) == 9
+def plan(**values):
+    return finetune.Plan(params.validate({"data_source": "synthetic", **values}))
 
 
 def test_plan_settings_take_each_task_its_own_seed_and_rate():
-    plan = finetune.Plan(
-        tasks=["sst2", "rte"], seed=7, finetune_seed={"rte": 2}, finetune_lr={"sst2": 2e-5}
-    )
-    sst2, rte = plan.settings(get_task("sst2")), plan.settings(get_task("rte"))
+    p = plan(tasks=["sst2", "rte"], seed=7, finetune={"rte": {"seed": 2}, "sst2": {"lr": 2e-5}})
+    sst2, rte = p.settings(get_task("sst2")), p.settings(get_task("rte"))
     assert (sst2.seed, sst2.lr) == (7, 2e-5)
     assert (rte.seed, rte.lr) == (2, 3e-5)
 
@@ -98,24 +93,25 @@ def test_finetune_saves_a_glue_labelled_checkpoint_and_reuses_it(tmp_path, base_
     assert set(scores) == set(task.metrics)
 
 
-def test_plan_without_base_model_trains_nothing_and_needs_a_folder_with_one(tmp_path):
-    assert finetune.Plan(tasks=["sst2"]).run().empty
-    with pytest.raises(ValueError, match="checkpoints_dir"):
-        finetune.Plan(tasks=["sst2"], base_model="some/model")
+def test_plan_without_base_model_trains_nothing(tmp_path):
+    p = plan(tasks=["sst2"])
+    reports = p.run()
+    assert reports.empty and list(reports.columns)[:3] == ["task", "metric", "dev_metric"]
+    p.check(reports)
 
 
 def test_plan_fine_tunes_each_model_task_once(tmp_path, base_model):
-    plan = finetune.Plan(
+    p = plan(
         tasks=["mnli_m", "mnli_mm"],
         base_model=str(base_model),
         checkpoints_dir=str(tmp_path / "ckpt"),
         max_samples=12,
         finetune_max_train_samples=16,
-        finetune_epochs={"default": 1},
-        finetune_batch_size={"default": 8},
+        finetune={"default": {"epochs": 1, "batch_size": 8}},
         device="cpu",
     )
-    reports = plan.run()
+    reports = p.run()
+    p.check(reports)
     assert reports["task"].tolist() == ["mnli_m", "mnli_mm"]
     assert reports["reused"].tolist() == [False, True]
     assert reports["dev_metric"].notna().all()

@@ -2,15 +2,17 @@
 
 import pytest
 
-from effbert import bench, models
+from effbert import bench, models, params
 
 pytestmark = pytest.mark.gpu
 
 
 def test_every_technique_measures_energy_on_the_gpu(tmp_path):
-    study = bench.Study(
+    settings = dict(
         profile="gpu-test",
-        reports_dir=str(tmp_path),
+        data_source="synthetic",
+        model="tiny-random",
+        techniques=list(models.TECHNIQUES),
         device="cuda",
         energy="nvml",
         tasks=["sst2"],
@@ -22,6 +24,7 @@ def test_every_technique_measures_energy_on_the_gpu(tmp_path):
         metrics_backend="sklearn",
         metric_tolerance=1.0,
     )
+    study = bench.Study(params.validate(settings), str(tmp_path))
     trials = study.run(list(models.TECHNIQUES))
     assert (trials["status"] == "ok").all(), trials[["technique", "reason"]]
     assert (trials["energy_source"] == "nvml").all() and (trials["energy_j"] > 0).all()

@@ -45,18 +45,16 @@ def test_legacy_order_checkpoint_scores_the_same_as_a_glue_order_one():
         head.weight.copy_(glue.model.classifier.weight[permutation])
         head.bias.copy_(glue.model.classifier.bias[permutation])
 
-    from effbert.bench import predict
-
     labels = rows["label"].to_numpy()
-    glue_logits = predict(glue, batches, len(rows))
-    legacy_logits = predict(legacy, batches, len(rows))
+    glue_logits = glue.predict(batches, len(rows))
+    legacy_logits = legacy.predict(batches, len(rows))
     np.testing.assert_allclose(glue_logits, legacy_logits, rtol=1e-5, atol=1e-6)
     assert metrics.compute(MNLI, glue_logits, labels, "sklearn") == metrics.compute(
         MNLI, legacy_logits, labels, "sklearn"
     )
     unmapped = models.prepare(models.TINY_RANDOM, MNLI, fp32, torch.device("cpu"))
     unmapped.model.load_state_dict(legacy.model.state_dict())
-    assert not np.allclose(predict(unmapped, batches, len(rows)), glue_logits)
+    assert not np.allclose(unmapped.predict(batches, len(rows)), glue_logits)
 
 
 def test_checkpoint_with_the_wrong_label_count_is_refused(tmp_path):

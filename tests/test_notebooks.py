@@ -1,12 +1,24 @@
 """Executing the notebooks is itself a test: the whole study on the smoke profile."""
 
+import json
+
+import nbformat
 import pandas as pd
+import papermill as pm
 import pytest
 import torch
 
-from effbert import models, plots, runner
+from effbert import config, models, plots, runner
 
 ON_GPU_ONLY = {"autocast_fp16", "fp16", "fp16_flash"}
+DRAWS = ("study.figure(", "plots.")
+
+
+def outputs(path, output_type=None):
+    nb = nbformat.read(path, as_version=4)
+    return [
+        o for c in nb.cells for o in c.get("outputs", []) if output_type in (None, o["output_type"])
+    ]
 
 
 @pytest.mark.notebooks
@@ -16,9 +28,15 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     assert len(runs) == len(runner.notebook_paths())
     index = (tmp_path / "index.html").read_text()
     for run in runs:
-        assert (tmp_path / "executed" / f"{run.stem}.ipynb").exists()
+        executed = tmp_path / "executed" / f"{run.stem}.ipynb"
         assert (tmp_path / f"{run.stem}.html").stat().st_size > 1000
         assert f"{run.stem}.html" in index
+        text = executed.read_text()
+        assert "IProgress" not in text and "TqdmWarning" not in text, run.stem
+        source = "".join(c.source for c in nbformat.read(executed, as_version=4).cells)
+        if any(call in source for call in DRAWS):
+            images = [o for o in outputs(executed) if "image/png" in o.get("data", {})]
+            assert images, f"{run.stem} draws but holds no image/png output"
     for name in plots.FIGURES:
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
 
@@ -40,3 +58,35 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     rerun = pd.read_csv(tmp_path / "results" / "results.csv")
     assert len(rerun) == len(results)
     assert not rerun.duplicated(["cell_id", "trial"]).any()
+
+
+@pytest.mark.notebooks
+def test_a_profile_that_narrows_techniques_runs_every_notebook(tmp_path):
+    smoke = (config.PARAMS_DIR / "smoke.yaml").read_text()
+    profile = tmp_path / "narrow.yaml"
+    profile.write_text(smoke + "techniques: [fp32, fp16_flash]\ntasks: [sst2]\n")
+    runs = runner.run_profile(str(profile), tmp_path / "reports")
+    assert [r.status for r in runs] == ["ok"] * len(runs), [(r.stem, r.message) for r in runs]
+    int8 = tmp_path / "reports" / "executed" / "30-measure-int8.ipynb"
+    printed = "".join(o.get("text", "") for o in outputs(int8, "stream"))
+    assert "profile 'narrow' selects none of int8" in printed
+
+
+@pytest.mark.notebooks
+def test_setup_run_again_after_measure_in_one_kernel(tmp_path):
+    """As in JupyterLab: run the notebook, then Setup and everything after it again."""
+    nb = runner.read_notebook(config.NOTEBOOKS_DIR / "20-measure-baseline.py")
+    first_setup = next(i for i, c in enumerate(nb.cells) if "Study.from_profile" in c.source)
+    nb.cells += [nbformat.from_dict(json.loads(json.dumps(c))) for c in nb.cells[first_setup:]]
+    for cell in nb.cells:
+        cell.pop("id", None)
+    out = tmp_path / "twice.ipynb"
+    pm.execute_notebook(
+        nb,
+        str(out),
+        parameters={"profile": "smoke", "reports_dir": str(tmp_path / "reports")},
+        kernel_name="python3",
+        cwd=str(config.NOTEBOOKS_DIR),
+        progress_bar=False,
+    )
+    assert not outputs(out, "error")

@@ -103,7 +103,7 @@ def test_a_yaml_alias_bomb_is_refused_before_expansion(tmp_path):
     lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
     lines += [
         f"{b}: &{b} [*{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}]"
-        for a, b in zip("abcdefgh", "bcdefghi")
+        for a, b in zip("abcdefgh", "bcdefghi", strict=True)
     ]
     with pytest.raises(config.ProfileError, match="aliases"):
         params.load(write(tmp_path, "\n".join(lines) + "\n"))

@@ -1,6 +1,6 @@
 import pytest
 
-from effbert import config, runner
+from effbert import config, params, runner
 
 NOTEBOOK = """# %% [markdown]
 # # A test notebook
@@ -8,10 +8,12 @@ NOTEBOOK = """# %% [markdown]
 # %% tags=["parameters"]
 profile: str = "smoke"  # name
 reports_dir: str = "reports"  # where
-value: int = 1  # a number
 
 # %%
-assert value != 13, "unlucky value"
+from effbert import params
+
+trials = params.load(profile).trials
+assert trials != 13, "unlucky value"
 """
 
 
@@ -26,33 +28,29 @@ def notebooks(tmp_path):
 
 def profile(tmp_path, text):
     path = tmp_path / "p.yaml"
-    path.write_text(text)
+    path.write_text("data_source: synthetic\n" + text)
     return str(path)
 
 
-def test_every_notebook_declares_its_parameters():
-    declared = runner.all_parameters(runner.notebook_paths())
+def test_notebooks_declare_only_what_the_runner_injects():
+    _, declared = runner.validated_profile("smoke")
     stems = [p.stem for p in declared]
     assert stems[0] == "00-check-environment" and stems[-1] == "90-analyze-results"
-    for path, params in declared.items():
-        assert {"profile", "reports_dir"} <= set(params), path.stem
-    union = {k for params in declared.values() for k in params}
-    for name in ["smoke", "seed"]:
-        assert set(config.load_profile(name)) <= union
+    for path, names in declared.items():
+        assert {"profile", "reports_dir"} <= set(names) <= set(runner.INJECTED), path.stem
 
 
-def test_offline_gpu_profile_keys_are_declared(monkeypatch):
-    monkeypatch.setenv("EFFBERT_GLUE_DIR", "/glue")
-    monkeypatch.setenv("EFFBERT_BASE_MODEL", "/base")
-    declared = runner.all_parameters(runner.notebook_paths())
-    union = {k: v for params in declared.values() for k, v in params.items()}
-    config.validate_profile(config.load_profile("offline-gpu"), union)
+def test_a_notebook_with_its_own_settings_is_refused(tmp_path, notebooks):
+    text = NOTEBOOK.replace('reports_dir: str = "reports"  # where', "batch: int = 3  # own")
+    (notebooks / "30-third-step.py").write_text(text)
+    with pytest.raises(config.ProfileError, match="30-third-step.py declares \\['batch'\\]"):
+        runner.run_profile("smoke", tmp_path / "reports", notebooks_dir=notebooks)
 
 
 def test_unknown_key_fails_before_any_notebook_runs(tmp_path, notebooks):
     reports = tmp_path / "reports"
-    with pytest.raises(config.ProfileError, match="unknown key 'valeu'.*did you mean 'value'"):
-        runner.run_profile(profile(tmp_path, "valeu: 3\n"), reports, notebooks_dir=notebooks)
+    with pytest.raises(config.ProfileError, match="unknown key 'trails'.*did you mean 'trials'"):
+        runner.run_profile(profile(tmp_path, "trails: 3\n"), reports, notebooks_dir=notebooks)
     assert not reports.exists()
 
 
@@ -74,7 +72,7 @@ def test_gpu_profile_stops_at_once_on_a_cpu_machine(monkeypatch):
 
 def test_failing_notebook_keeps_its_executed_copy_and_names_the_cell(tmp_path, notebooks):
     reports = tmp_path / "reports"
-    runs = runner.run_profile(profile(tmp_path, "value: 13\n"), reports, notebooks_dir=notebooks)
+    runs = runner.run_profile(profile(tmp_path, "trials: 13\n"), reports, notebooks_dir=notebooks)
     assert [r.status for r in runs] == ["failed", "failed"]
     assert "cell" in runs[0].message and "unlucky value" in runs[0].message
     assert (reports / "executed" / "10-first-step.ipynb").exists()
@@ -86,7 +84,7 @@ def test_failing_notebook_keeps_its_executed_copy_and_names_the_cell(tmp_path, n
 def test_only_runs_the_selected_notebooks(tmp_path, notebooks):
     reports = tmp_path / "reports"
     runs = runner.run_profile(
-        profile(tmp_path, "value: 2\n"), reports, only=["20"], notebooks_dir=notebooks
+        profile(tmp_path, "trials: 2\n"), reports, only=["20"], notebooks_dir=notebooks
     )
     assert [(r.stem, r.status) for r in runs] == [
         ("10-first-step", "not run"),
@@ -95,19 +93,20 @@ def test_only_runs_the_selected_notebooks(tmp_path, notebooks):
     assert (reports / "20-second-step.html").exists()
 
 
-def test_measurement_notebooks_declare_identical_parameters():
-    """Papermill needs the parameters cell in each notebook; this keeps the copies in step."""
-    declared = runner.all_parameters(runner.notebook_paths())
-    measuring = [params for path, params in declared.items() if "-measure-" in path.stem]
-    assert len(measuring) == 5
-    assert all(params == measuring[0] for params in measuring)
-    environment = next(p for path, p in declared.items() if path.stem == "00-check-environment")
-    assert environment == measuring[0]
-
-
 def test_hub_ids_anywhere_in_a_profile_need_the_hub(tmp_path):
-    assert not runner._uses_hub({"data_source": "synthetic", "model": "tiny-random"})
-    assert not runner._uses_hub({"data_source": "local", "checkpoints": {"sst2": str(tmp_path)}})
-    assert runner._uses_hub({"data_source": "local", "model": "distilbert-base-uncased"})
-    assert runner._uses_hub({"data_source": "local", "checkpoints": {"cola": "textattack/x"}})
-    assert runner._uses_hub({"data_source": "hub"})
+    def uses_hub(**values):
+        return runner.uses_hub(params.validate({"data_source": "synthetic", **values}))
+
+    assert not uses_hub(model="tiny-random")
+    assert not uses_hub(checkpoints={"sst2": str(tmp_path)})
+    assert uses_hub(model="distilbert-base-uncased")
+    assert uses_hub(checkpoints={"cola": "textattack/x"})
+    assert runner.uses_hub(params.validate({"data_source": "hub"}))
+
+
+def test_a_profile_given_by_path_reaches_the_notebooks_as_a_path_they_can_open(tmp_path):
+    assert runner.profile_argument("smoke") == "smoke"
+    outside = profile(tmp_path, "trials: 3\n")
+    assert runner.profile_argument(outside) == str(tmp_path / "p.yaml")
+    inside = config.PARAMS_DIR / "smoke.yaml"
+    assert runner.profile_argument(str(inside)) == "smoke"
