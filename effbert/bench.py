@@ -312,10 +312,24 @@ class Study:
             technique,
             batch_size,
             checkpoint,
-            _fingerprint(checkpoint),
             self.label_map_for(task),
             self.torch_device.type,
+            self.fingerprints(task, checkpoint),
         )
+
+    def fingerprints(self, task: GlueTask, checkpoint: str | None) -> dict:
+        """What the cell's numbers depend on beyond its settings: the rows, the checkpoint and
+        the software. A task whose rows cannot be read has no data fingerprint (it is skipped
+        or stops the run, as ``on_missing_task`` says)."""
+        try:
+            rows = data.fingerprint(self.rows(task))
+        except data.DataError:
+            rows = None
+        return {
+            "data": rows,
+            "checkpoint": models.fingerprint(checkpoint, self.params.seed) if checkpoint else None,
+            "environment": environment.measured_with(self.torch_device),
+        }
 
     def plan(self, techniques: list[str]) -> list[Cell]:
         """The cells of ``techniques`` that the profile selects, task by task."""
@@ -454,11 +468,15 @@ def cell_config(
     technique: str,
     batch_size: int,
     checkpoint: str | None,
-    checkpoint_version: str | None,
     label_map: list[str] | None,
     device_type: str,
+    fingerprints: dict,
 ) -> dict:
-    """Everything that identifies a cell's record (its id is a hash of this)."""
+    """Everything that identifies a cell's record (its id is a hash of this).
+
+    ``fingerprints`` name the data rows, the checkpoint's content and the software, so that a
+    changed input is a new cell, never a reused one.
+    """
     return {
         "profile": params.profile,
         "task": task.name,
@@ -469,12 +487,12 @@ def cell_config(
         "data_source": params.data_source,
         "max_samples": params.max_samples,
         "checkpoint": checkpoint,
-        "checkpoint_version": checkpoint_version,
         "label_map": label_map,
         "device": device_type,
         "energy": params.energy,
         "measure": asdict(MeasureSettings.from_params(params)),
         "seed": params.seed,
+        "fingerprints": fingerprints,
     }
 
 
@@ -530,14 +548,3 @@ def measure_cell(
         "state_before": state_before,
         "state_after": state_after,
     }
-
-
-def _fingerprint(checkpoint: str | None) -> str | None:
-    """Size and modification time of a local checkpoint's weights (None for Hub ids)."""
-    if not checkpoint:
-        return None
-    folder = cfg.resolve_path(checkpoint)
-    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
-    if not weights:
-        return None
-    return ";".join(f"{w.name}:{w.stat().st_size}:{int(w.stat().st_mtime)}" for w in weights)

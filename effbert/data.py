@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,12 @@ SYNTHETIC_WORDS = [a + b for a in _SYLLABLES[:20] for b in _SYLLABLES[20:30]]
 
 class DataError(ValueError):
     """Task data that cannot be read: the message names the task, the source and the fix."""
+
+
+def fingerprint(rows: pd.DataFrame) -> str:
+    """A content hash of the rows measured (texts and labels, in order)."""
+    text = rows[["text_a", "text_b", "label"]].to_csv(index=False, lineterminator="\n")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_rows(params, task: GlueTask, split: str = "dev", max_samples: int | None = None):

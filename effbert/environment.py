@@ -98,6 +98,15 @@ def describe(device: torch.device) -> dict[str, object]:
     return env
 
 
+def measured_with(device: torch.device) -> dict[str, str]:
+    """The part of the environment that can change a cell's numbers: device and libraries."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return {
+        "device_name": name,
+        **{lib: _version(lib) for lib in ("torch", "transformers", "torchao")},
+    }
+
+
 def gpu_state(device: torch.device) -> dict[str, float]:
     """GPU temperature and SM clock now (empty off the GPU)."""
     if device.type != "cuda":
@@ -136,7 +145,9 @@ def captured(log_path: Path) -> Iterator[None]:
             for h in getattr(logger, "handlers", [])
             if type(h) is logging.StreamHandler
         ]
-        streams = [h.setStream(log) for h in handlers]
+        streams = [h.stream for h in handlers]
+        for handler in handlers:
+            handler.stream = log  # not setStream: it flushes the old stream, which may be closed
         sys.stderr.flush()
         saved_fd = os.dup(2)
         os.dup2(log.fileno(), 2)
@@ -148,7 +159,7 @@ def captured(log_path: Path) -> Iterator[None]:
             os.dup2(saved_fd, 2)
             os.close(saved_fd)
             for handler, stream in zip(handlers, streams, strict=True):
-                handler.setStream(stream)
+                handler.stream = stream
 
 
 def import_libraries(log_path: Path) -> None:

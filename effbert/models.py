@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -112,6 +113,43 @@ def tiny_random_model(num_labels: int, attention: str = "eager", seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return DistilBertForSequenceClassification(config)
+
+
+CHECKPOINT_FILES = ("*.safetensors", "*.bin", "config.json", "tokenizer.json", "vocab.txt")
+
+
+@functools.cache
+def fingerprint(checkpoint: str, seed: int = 0) -> str:
+    """What a checkpoint is, beyond its name: a hash of a local folder's weights, config and
+    vocabulary; a Hub id's resolved revision; the seed of ``tiny-random``.
+
+    Raises:
+        ModelError: a Hub id whose revision cannot be resolved (no Hub access).
+    """
+    if checkpoint == TINY_RANDOM:
+        return f"{TINY_RANDOM}:seed{seed}"
+    folder = resolve_path(checkpoint)
+    if folder.is_dir():
+        digest = hashlib.sha256()
+        files = sorted({f for pattern in CHECKPOINT_FILES for f in folder.glob(pattern)})
+        if not files:
+            raise ModelError(f"checkpoint folder {checkpoint!r} holds no weights or config.json")
+        for path in files:
+            digest.update(path.name.encode())
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        return f"sha256:{digest.hexdigest()[:16]}"
+    try:
+        from huggingface_hub import model_info
+
+        return f"revision:{model_info(checkpoint).sha}"
+    except Exception as err:
+        raise ModelError(
+            f"cannot resolve the Hub revision of {checkpoint!r} ({type(err).__name__}: {err}); "
+            "a record must name the exact weights it measured. Check the id and Hub access, or "
+            "give a local folder"
+        ) from err
 
 
 def locate(checkpoint: str) -> str:

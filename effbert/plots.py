@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from effbert.models import TECHNIQUES
+from effbert.results import ratio_ci95
 from effbert.tasks import TASKS
 
 FIGURES = ("baseline", "energy", "glue", "throughput", "tradeoff")
@@ -54,30 +55,6 @@ def _show_figures_as_png() -> None:
 
 
 _show_figures_as_png()
-
-
-def ratio_ci95(a, ca, b, cb):
-    """The ratio ``a / b`` and the half-width of its 95% interval, propagated from both.
-
-    First-order propagation for independent means: ``r * sqrt((ca / a)**2 + (cb / b)**2)``.
-
-    Args:
-        a: Numerator mean(s).
-        ca: 95% half-width(s) of ``a``; NaN where unknown (a single trial).
-        b: Denominator mean(s).
-        cb: 95% half-width(s) of ``b``.
-
-    Returns:
-        ``(ratio, half_width)``, scalars or arrays like the inputs; the half-width is NaN
-        where either input interval is unknown.
-    """
-    a, ca, b, cb = (np.asarray(v, dtype=float) for v in (a, ca, b, cb))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = a / b
-        half = np.abs(ratio) * np.hypot(ca / a, cb / b)
-    if ratio.ndim == 0:
-        return float(ratio), float(half)
-    return ratio, half
 
 
 def ordered(names, reference) -> list[str]:

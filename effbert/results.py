@@ -69,6 +69,9 @@ CELL_COLUMNS = [
     "cv_flag",
     "checkpoint",
     "data_source",
+    "data_fingerprint",
+    "checkpoint_fingerprint",
+    "legacy",
     "cell_id",
     "measured_at",
 ]
@@ -89,6 +92,7 @@ SUMMARY_COLUMNS = [
     "metric_value",
     "energy_source",
     "cv_flag",
+    "legacy",
     "device_name",
     *(f"{m}_{stat}" for m in SUMMARY_MEASURES for stat in ("mean", "std", "ci95")),
     "latency_p50_ms",
@@ -228,6 +232,10 @@ def trial_rows(cells: list[dict[str, Any]]) -> pd.DataFrame:
             **cell.get("environment", {}),
             "checkpoint": config.get("checkpoint"),
             "data_source": config.get("data_source"),
+            "data_fingerprint": config.get("fingerprints", {}).get("data"),
+            "checkpoint_fingerprint": config.get("fingerprints", {}).get("checkpoint"),
+            # made before cells were identified by their inputs' fingerprints: shown, never reused
+            "legacy": "fingerprints" not in config,
             "cell_id": cell["cell_id"],
             "measured_at": cell.get("measured_at"),
         }
@@ -268,6 +276,7 @@ def summarize(trials: pd.DataFrame) -> pd.DataFrame:
             metric_value=first["metric_value"],
             energy_source=first["energy_source"],
             cv_flag=first["cv_flag"],
+            legacy=bool(first["legacy"]) if pd.notna(first["legacy"]) else True,
             device_name=first.get("device_name"),
         )
         for column in SUMMARY_MEASURES:
@@ -448,15 +457,45 @@ def provenance(trials: pd.DataFrame) -> pd.DataFrame:
     return table.reindex(columns=[*columns, "first", "last", "trials"])
 
 
+def ratio_ci95(a, ca, b, cb):
+    """The ratio ``a / b`` and the half-width of its 95% interval, propagated from both.
+
+    First-order propagation for independent means: ``r * sqrt((ca / a)**2 + (cb / b)**2)``.
+
+    Args:
+        a: Numerator mean(s).
+        ca: 95% half-width(s) of ``a``; NaN where unknown (a single trial).
+        b: Denominator mean(s).
+        cb: 95% half-width(s) of ``b``.
+
+    Returns:
+        ``(ratio, half_width)``, scalars or arrays like the inputs; the half-width is NaN
+        where either input interval is unknown.
+    """
+    a, ca, b, cb = (np.asarray(v, dtype=float) for v in (a, ca, b, cb))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = a / b
+        half = np.abs(ratio) * np.hypot(ca / a, cb / b)
+    if ratio.ndim == 0:
+        return float(ratio), float(half)
+    return ratio, half
+
+
 def comparison(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
     """Each cell beside the baseline at the same task and batch size: ratios and metric change."""
     keys = ["task", "batch_size", "padding", "max_length"]
     summary = _with_columns(summary, SUMMARY_COLUMNS)
     base = summary[summary["technique"] == baseline][
-        keys + ["j_per_1k_samples_mean", "samples_per_s_mean", "metric_value"]
+        keys
+        + ["j_per_1k_samples_mean", "j_per_1k_samples_ci95", "samples_per_s_mean", "metric_value"]
     ]
     table = summary.merge(base, on=keys, how="left", suffixes=("", "_base"))
-    table["energy_vs_base"] = table["j_per_1k_samples_mean"] / table["j_per_1k_samples_mean_base"]
+    table["energy_vs_base"], table["energy_vs_base_ci95"] = ratio_ci95(
+        table["j_per_1k_samples_mean"],
+        table["j_per_1k_samples_ci95"],
+        table["j_per_1k_samples_mean_base"],
+        table["j_per_1k_samples_ci95_base"],
+    )
     table["speedup_vs_base"] = table["samples_per_s_mean"] / table["samples_per_s_mean_base"]
     table["metric_change"] = table["metric_value"] - table["metric_value_base"]
     columns = keys + [
@@ -464,6 +503,7 @@ def comparison(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
         "j_per_1k_samples_mean",
         "j_per_1k_samples_ci95",
         "energy_vs_base",
+        "energy_vs_base_ci95",
         "samples_per_s_mean",
         "samples_per_s_ci95",
         "speedup_vs_base",
@@ -474,6 +514,38 @@ def comparison(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
         "cv_flag",
     ]
     return table[columns].sort_values(keys + ["technique"]).reset_index(drop=True)
+
+
+def headline(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
+    """Energy per sample relative to the baseline, task by technique, at the smallest batch size
+    (throughput relative to the baseline where no energy was measured), as text with the 95%
+    interval, e.g. ``0.21× ±0.01``."""
+    from effbert.models import TECHNIQUES
+    from effbert.tasks import TASKS
+
+    table = comparison(summary, baseline)
+    if table.empty:
+        return pd.DataFrame()
+    table = table[table["batch_size"] == table["batch_size"].min()]
+    measured = table["energy_vs_base"].notna().any()
+    value, half = ("energy_vs_base", "energy_vs_base_ci95") if measured else ("speedup_vs_base", "")
+    table = table.assign(
+        shown=[
+            "1× (reference)"
+            if technique == baseline
+            else f"{v:.2f}×" + (f" ±{h:.2f}" if half and pd.notna(h) else "")
+            for technique, v, h in zip(
+                table["technique"], table[value], table[half or value], strict=True
+            )
+        ]
+    )
+    out = table.pivot_table(index="task", columns="technique", values="shown", aggfunc="first")
+    tasks = [t for t in TASKS if t in out.index] + sorted(set(out.index) - set(TASKS))
+    techniques = [t for t in TECHNIQUES if t in out.columns]
+    techniques += sorted(set(out.columns) - set(techniques))
+    out = out.reindex(index=tasks, columns=techniques).fillna("")
+    out.columns.name = f"{'energy' if measured else 'throughput'} / {baseline}"
+    return out
 
 
 def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:

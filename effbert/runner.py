@@ -10,18 +10,19 @@ saved to ``reports/executed/<stem>.ipynb`` and converted to ``reports/<stem>.htm
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import os
 import socket
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from effbert import config as cfg
 from effbert import params as prm
+from effbert import report
 
 NOTEBOOK_GLOB = "[0-9][0-9]-*.py"
 INJECTED = ("profile", "reports_dir", "force")  # what papermill sets in a parameters cell
@@ -125,6 +126,10 @@ def validated_profile(
     return params, declared
 
 
+class RunInterrupted(Exception):
+    """Ctrl-C during a run: what finished is kept; the message says how to resume."""
+
+
 def run_profile(
     profile_name: str,
     reports_dir: str | Path = cfg.REPORTS_DIR,
@@ -132,13 +137,14 @@ def run_profile(
     only: list[str] | None = None,
     notebooks_dir: Path = cfg.NOTEBOOKS_DIR,
 ) -> list[NotebookRun]:
-    """Validate the profile against every notebook, then execute the notebooks in order.
+    """Validate the profile, then execute the notebooks in order and write ``index.html``.
 
     A failing notebook does not stop the later ones (each reads what is on disk); the runs
     say which failed and where.
 
     Raises:
-        ProfileError: an unknown key or wrong type, before any notebook runs.
+        ProfileError: a bad profile, before any notebook runs.
+        RunInterrupted: Ctrl-C; the index is written and every finished cell is kept.
     """
     params, declared = validated_profile(profile_name, notebooks_dir)
     paths = list(declared)
@@ -150,23 +156,41 @@ def run_profile(
         "reports_dir": cfg.project_relative(out["root"]),
         "force": force,
     }
-    for path, run in zip(paths, runs, strict=True):
+    for number, (path, run) in enumerate(zip(paths, runs, strict=True), start=1):
         if path not in selected:
             continue
         injected = {k: v for k, v in given.items() if k in declared[path]}
-        run.status, run.message = _execute(path, injected, out)
-    write_index(out["root"], runs, params.profile)
+        print(f"[{number}/{len(paths)}] {path.stem} ...", end=" ", flush=True)
+        start = time.perf_counter()
+        try:
+            run.status, run.message = _execute(path, injected, out)
+        except KeyboardInterrupt:
+            run.status, run.message = "interrupted", "stopped by Ctrl-C"
+            print("interrupted")
+            report.write_index(out["root"], runs, params.profile, params.baseline_technique)
+            raise RunInterrupted(_resume_hint(params, out, profile_name)) from None
+        print(f"{run.status} ({time.perf_counter() - start:.0f} s)")
+    report.write_index(out["root"], runs, params.profile, params.baseline_technique)
+    print(report.closing_summary(out["root"], runs, params.profile, params.baseline_technique))
     return runs
+
+
+def _resume_hint(params: prm.Params, out: dict[str, Path], profile_name: str) -> str:
+    finished = len(list((out["cells"] / params.profile).glob("*.json")))
+    return (
+        f"interrupted: {finished} finished cells of profile {params.profile!r} are kept in "
+        f"{cfg.project_relative(out['cells'] / params.profile)}. Resume with "
+        f"`python -m effbert run --profile {profile_name} --reports-dir "
+        f"{cfg.project_relative(out['root'])}`: finished cells are read back, not measured again"
+    )
 
 
 def profile_argument(profile_name: str) -> str:
     """What a notebook's ``profile`` parameter is given: the name, or the file's path."""
     path = cfg.profile_path(profile_name)
-    return (
-        path.stem
-        if path.parent.resolve() == cfg.PARAMS_DIR.resolve()
-        else cfg.project_relative(path.resolve())
-    )
+    if path.parent.resolve() == cfg.PARAMS_DIR.resolve():
+        return path.stem
+    return cfg.project_relative(path.resolve())
 
 
 def earlier_run(executed_dir: Path, stem: str) -> NotebookRun:
@@ -176,7 +200,10 @@ def earlier_run(executed_dir: Path, stem: str) -> NotebookRun:
     path = Path(executed_dir) / f"{stem}.ipynb"
     if not path.exists():
         return NotebookRun(stem, "not run")
-    nb = nbformat.read(path, as_version=4)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as err:  # a damaged executed notebook: say so, run on
+        return NotebookRun(stem, "failed (earlier run)", f"unreadable {path.name}: {err}")
     for index, cell in enumerate(nb.cells):
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
@@ -185,31 +212,71 @@ def earlier_run(executed_dir: Path, stem: str) -> NotebookRun:
     return NotebookRun(stem, "ok (earlier run)")
 
 
+def _kernel_manager(log_path: Path):
+    """A kernel manager whose kernels write their own stderr (banners, crashes) to a log."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LoggedKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kwargs):
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            kwargs.setdefault("stderr", open(log_path, "a"))  # noqa: SIM115 (the kernel's)
+            return await super()._async_start_kernel(**kwargs)
+
+    return LoggedKernelManager
+
+
 def _execute(path: Path, parameters: dict[str, Any], out: dict[str, Path]) -> tuple[str, str]:
     import papermill as pm
 
-    out["executed"].mkdir(parents=True, exist_ok=True)
     executed = out["executed"] / f"{path.stem}.ipynb"
-    print(f"== {path.stem}", flush=True)
     status, message = "ok", ""
     try:
+        out["executed"].mkdir(parents=True, exist_ok=True)
         pm.execute_notebook(
             read_notebook(path),
             str(executed),
             parameters=parameters,
             kernel_name="python3",
             cwd=str(path.parent),
-            progress_bar=True,
+            progress_bar=False,
             log_output=False,
+            kernel_manager_class=_kernel_manager(out["logs"] / "kernels.log"),
         )
     except pm.PapermillExecutionError as err:
         status = "failed"
         message = f"cell {err.cell_index} (In [{err.exec_count}]): {err.ename}: {err.evalue}"
+    except OSError as err:
+        return "failed", _write_failure(err, executed)
     try:
         to_html(executed, out["root"] / f"{path.stem}.html")
-    except Exception as err:  # the executed notebook is kept; only its HTML view is missing
-        message += f" (no HTML: {type(err).__name__}: {err})"
+    except OSError as err:
+        return "failed", (message + "; " if message else "") + _write_failure(err, executed)
     return status, message
+
+
+def _write_failure(err: OSError, kept: Path) -> str:
+    where = cfg.project_relative(err.filename) if err.filename else "the reports folder"
+    return (
+        f"could not write {where}: {err.strerror or err}. Free disk space or make the reports "
+        f"folder writable, then run again; finished cells are kept ({kept.name} if it was saved)"
+    )
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` so that ``path`` holds either the old or the whole new content."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and not err.filename:
+            err.filename = str(path)
+        raise
 
 
 def to_html(executed: Path, target: Path) -> None:
@@ -217,53 +284,7 @@ def to_html(executed: Path, target: Path) -> None:
     from nbconvert import HTMLExporter
 
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
-    target.write_text(body)
-
-
-def write_index(root: Path, runs: list[NotebookRun], profile: str) -> Path:
-    items = "\n".join(
-        f'<li><a href="{html.escape(r.stem)}.html">{html.escape(r.stem)}</a> — {r.status}'
-        + (f"<pre>{html.escape(r.message)}</pre>" if r.message else "")
-        + "</li>"
-        for r in runs
-    )
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>effbert · {profile}</title>"
-        f"</head><body><h1>effbert report · profile {html.escape(profile)}</h1>"
-        f"<ol>{items}</ol><p>Results: <a href='results/results.csv'>results.csv</a>, "
-        f"<a href='results/summary.csv'>summary.csv</a>; figures in "
-        f"<a href='figures/'>figures/</a>.</p></body></html>"
-    )
-    path = Path(root) / "index.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page)
-    return path
-
-
-def summary_markdown(profile: str, reports_dir: str | Path, task: str | None = None) -> str:
-    """Per task and technique: energy and speed relative to fp32, and the metric's change."""
-    from effbert import results
-
-    paths = cfg.reports_paths(reports_dir)
-    table = results.comparison(results.summarize(results.read_results(paths["results"], profile)))
-    if task:
-        table = table[table["task"] == task]
-    table["energy J/1k (±95%)"] = [
-        f"{m:.1f} ± {c:.1f}"
-        for m, c in zip(table["j_per_1k_samples_mean"], table["j_per_1k_samples_ci95"], strict=True)
-    ]
-    columns = {
-        "task": "task",
-        "technique": "technique",
-        "energy J/1k (±95%)": "energy J/1k (±95%)",
-        "energy_vs_base": "energy / fp32",
-        "speedup_vs_base": "speed / fp32",
-        "metric": "metric",
-        "metric_value": "value",
-        "metric_change": "change vs fp32",
-        "cv_flag": "noisy",
-    }
-    return results.markdown_table(table[list(columns)].rename(columns=columns))
+    write_text_atomic(target, body)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     table.add_argument("--profile", required=True)
     table.add_argument("--reports-dir", default=str(cfg.REPORTS_DIR))
     table.add_argument("--task", help="one task only")
+    table.add_argument("--format", choices=report.FORMATS, default="markdown")
     args = parser.parse_args(argv)
 
     try:
@@ -288,16 +310,22 @@ def main(argv: list[str] | None = None) -> int:
             print(prm.describe())
             return 0
         if args.command == "summary":
-            print(summary_markdown(args.profile, args.reports_dir, args.task))
+            print(report.summary_table(args.profile, args.reports_dir, args.task, args.format))
             return 0
         if args.command == "check":
             params, _ = validated_profile(args.profile)
             print(f"profile {params.profile!r} is valid and can run here")
             return 0
         runs = run_profile(args.profile, args.reports_dir, args.force, args.only)
-    except cfg.ProfileError as err:
+    except (cfg.ProfileError, FileNotFoundError) as err:
         print(f"effbert: {err}", file=sys.stderr)
         return 2
+    except RunInterrupted as err:
+        print(f"effbert: {err}", file=sys.stderr)
+        return 130
+    except OSError as err:
+        print(f"effbert: {_write_failure(err, Path('nothing'))}", file=sys.stderr)
+        return 1
     failed = [r for r in runs if r.status == "failed"]
     for r in failed:
         print(

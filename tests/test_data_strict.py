@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 
 from effbert import data
+from effbert.config import PROJ_ROOT
 from effbert.tasks import get_task
 
-REAL_GLUE = Path("/work/shared/data/glue")
+REAL_GLUE = PROJ_ROOT.parent / "shared" / "data" / "glue"  # beside the checkout, where present
 MRPC_HEADER = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
 STSB_HEADER = (
     "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"

@@ -1,8 +1,5 @@
 """Profiles: keys, types and values checked against effbert.params before anything runs."""
 
-import json
-from pathlib import Path
-
 import pytest
 
 from effbert import bench, config, params, results
@@ -142,11 +139,16 @@ def test_defaults_live_only_in_params():
 
 
 @pytest.mark.skipif(not OFFLINE_GPU_CELLS.exists(), reason="no published offline-gpu records")
-def test_published_offline_gpu_cells_resolve_unchanged():
-    """Resuming the published profile finds every one of its cells: none is measured again."""
+def test_published_cells_without_fingerprints_are_legacy_shown_and_never_reused():
+    """The offline-gpu run predates fingerprints: its 70 cells are read and marked legacy, and
+    the same settings today make new cell ids, so none of them is reused."""
     offline = params.load("offline-gpu", inputs=False)
-    cells = [json.loads(p.read_text()) for p in sorted(OFFLINE_GPU_CELLS.glob("*/*.json"))]
+    cells = results.load_cells(OFFLINE_GPU_CELLS)
     assert len(cells) == 70
+    rows = results.trial_rows(cells)
+    assert rows["legacy"].all()
+    assert results.summarize(rows)["legacy"].all()
+    fingerprints = {"data": "d", "checkpoint": "c", "environment": {}}
     for cell in cells:
         stored = cell["config"]
         config = bench.cell_config(
@@ -155,12 +157,13 @@ def test_published_offline_gpu_cells_resolve_unchanged():
             stored["technique"],
             stored["batch_size"],
             stored["checkpoint"],
-            stored["checkpoint_version"],
             stored["label_map"],
             stored["device"],
+            fingerprints,
         )
-        assert config == stored
-        assert results.cell_id(config) == cell["cell_id"] == Path(cell["cell_id"]).stem
+        legacy_keys = {k: v for k, v in stored.items() if k != "checkpoint_version"}
+        assert {k: v for k, v in config.items() if k != "fingerprints"} == legacy_keys
+        assert results.cell_id(config) != cell["cell_id"]
 
 
 def test_relative_paths_resolve_from_the_project_root(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from effbert import plots
+from effbert import plots, results
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -67,12 +67,12 @@ def test_every_figure_is_written(tmp_path, energy):
 
 
 def test_ratio_interval_propagates_both_relative_errors():
-    ratio, half = plots.ratio_ci95(50.0, 5.0, 200.0, 10.0)
+    ratio, half = results.ratio_ci95(50.0, 5.0, 200.0, 10.0)
     assert ratio == 0.25
     assert half == pytest.approx(0.25 * math.sqrt(0.1**2 + 0.05**2))
-    assert plots.ratio_ci95(2.0, 0.0, 1.0, 0.0) == (2.0, 0.0)
-    assert math.isnan(plots.ratio_ci95(2.0, float("nan"), 1.0, 0.1)[1])
-    ratios, halves = plots.ratio_ci95([1.0, 4.0], [0.1, 0.4], [2.0, 2.0], [0.0, 0.0])
+    assert results.ratio_ci95(2.0, 0.0, 1.0, 0.0) == (2.0, 0.0)
+    assert math.isnan(results.ratio_ci95(2.0, float("nan"), 1.0, 0.1)[1])
+    ratios, halves = results.ratio_ci95([1.0, 4.0], [0.1, 0.4], [2.0, 2.0], [0.0, 0.0])
     np.testing.assert_allclose(ratios, [0.5, 2.0])
     np.testing.assert_allclose(halves, [0.05, 0.2])
 
@@ -124,7 +124,7 @@ def test_energy_ratios_carry_intervals_from_both_cells():
     (ax,) = fig.axes
     heights = sorted(round(p.get_height(), 6) for p in ax.patches)
     assert heights == [0.25, 0.25, 2.5, 2.5]
-    _, half = plots.ratio_ci95(50.0, 5.0, 200.0, 5.0)
+    _, half = results.ratio_ci95(50.0, 5.0, 200.0, 5.0)
     lengths = sorted(high - low for _, low, high in error_segments(ax))
     assert lengths[0] == pytest.approx(2 * half)
 

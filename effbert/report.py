@@ -1,0 +1,153 @@
+"""What a reader sees first: ``index.html``, the terminal's closing summary, ``summary`` tables."""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from effbert import config as cfg
+from effbert import results
+
+FORMATS = ("markdown", "csv", "json")
+LANDING_FIGURES = ("tradeoff", "energy")
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:72rem;margin:2rem auto;
+padding:0 1rem;color:#222;line-height:1.45}
+h1{margin-bottom:.2rem}.sub{color:#555;margin-top:0}
+.scroll{overflow-x:auto;max-width:100%}
+table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0}
+th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right;white-space:nowrap}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+img{max-width:100%;height:auto;border:1px solid #eee}
+.ok{color:#17692b}.failed,.interrupted{color:#b00020;font-weight:bold}.notrun{color:#777}
+pre{white-space:pre-wrap;background:#fafafa;padding:.5rem;border:1px solid #eee}
+"""
+
+
+def profile_summary(reports_dir: str | Path, profile: str) -> pd.DataFrame | None:
+    """The per-cell summary of a profile's records, or None where nothing was measured."""
+    paths = cfg.reports_paths(reports_dir)
+    if not (paths["results"] / results.RESULTS_CSV).exists():
+        return None
+    trials = results.read_results(paths["results"])
+    trials = trials[trials["profile"] == profile]
+    summary = results.summarize(trials)
+    return None if summary.empty else summary
+
+
+def _table(frame: pd.DataFrame, index: bool = True) -> str:
+    return f'<div class="scroll">{frame.to_html(index=index, border=0, na_rep="")}</div>'
+
+
+def write_index(root: Path, runs, profile: str, baseline: str = "fp32") -> Path:
+    """The landing page: headline table and figures, provenance, then each notebook's status."""
+    from effbert.runner import write_text_atomic
+
+    root = Path(root)
+    summary = profile_summary(root, profile)
+    parts = [
+        f"<h1>effbert · profile {html.escape(profile)}</h1>",
+        '<p class="sub">Which inference techniques make DistilBERT cheaper in energy on GLUE, and '
+        f"at what cost in accuracy. Page written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC."
+        "</p>",
+    ]
+    if summary is None:
+        parts.append("<p>No measured cell yet: the measurement notebooks have not finished.</p>")
+    else:
+        head = results.headline(summary, baseline)
+        parts += [
+            f"<h2>Headline: {html.escape(str(head.columns.name))} per sample</h2>",
+            "<p>Mean over trials with its 95% interval, smallest batch size of the profile; the "
+            "task metric's change is in the trade-off figure and notebook 90.</p>",
+            _table(head.rename_axis(columns=None)),
+        ]
+        for name in LANDING_FIGURES:
+            if (root / "figures" / f"{name}.png").exists():
+                parts.append(f'<p><img src="figures/{name}.png" alt="{name} figure"></p>')
+        trials = results.read_results(cfg.reports_paths(root)["results"])
+        provenance = results.provenance(trials[trials["profile"] == profile])
+        parts += ["<h2>Provenance</h2>", _table(provenance, index=False)]
+    items = []
+    for run in runs:
+        css = run.status.split(" ")[0].replace("not", "notrun")
+        shown = run.status.replace("(earlier run)", "(from an earlier run)")
+        name = html.escape(run.stem)
+        link = f'<a href="{name}.html">{name}</a>' if (root / f"{run.stem}.html").exists() else name
+        message = f"<pre>{html.escape(run.message)}</pre>" if run.message else ""
+        items.append(f'<li>{link} — <span class="{css}">{html.escape(shown)}</span>{message}</li>')
+    parts += [
+        "<h2>Notebooks</h2>",
+        f"<ol>{''.join(items)}</ol>",
+        '<p>Records: <a href="results/results.csv">results.csv</a> (one row per trial), '
+        '<a href="results/summary.csv">summary.csv</a> (one row per cell); library messages in '
+        '<a href="logs/">logs/</a>.</p>',
+    ]
+    page = (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>"
+        f"<title>effbert · {html.escape(profile)}</title><style>{STYLE}</style></head>"
+        f"<body>{''.join(parts)}</body></html>"
+    )
+    path = root / "index.html"
+    write_text_atomic(path, page)
+    return path
+
+
+def closing_summary(root: Path, runs, profile: str, baseline: str = "fp32") -> str:
+    """What the terminal shows after a run: headline, failed notebooks, where the report is."""
+    lines = []
+    summary = profile_summary(root, profile)
+    if summary is not None:
+        head = results.headline(summary, baseline)
+        lines += [f"{head.columns.name}, per sample:", head.to_string(), ""]
+    failed = [r for r in runs if r.status.startswith(("failed", "interrupted"))]
+    for run in failed:
+        lines.append(f"FAILED {run.stem}: {run.message}")
+    lines.append(f"report: {cfg.project_relative(Path(root) / 'index.html')}")
+    return "\n".join(lines)
+
+
+def summary_table(
+    profile: str, reports_dir: str | Path, task: str | None = None, fmt: str = "markdown"
+) -> str:
+    """Per task and technique: energy and speed relative to the baseline, the metric's change.
+
+    Raises:
+        FileNotFoundError: the reports folder or its records do not exist (message says so).
+    """
+    root = cfg.resolve_path(reports_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"reports folder {reports_dir} does not exist")
+    summary = profile_summary(root, profile)
+    if summary is None:
+        raise FileNotFoundError(
+            f"no measured cell of profile {profile!r} in {reports_dir}: run "
+            f"`python -m effbert run --profile {profile} --reports-dir {reports_dir}` first"
+        )
+    table = results.comparison(summary)
+    if task:
+        table = table[table["task"] == task]
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    if fmt == "json":
+        return table.to_json(orient="records", indent=1)
+    energy = [
+        "" if pd.isna(m) else f"{m:.1f} ± {c:.1f}" if pd.notna(c) else f"{m:.1f}"
+        for m, c in zip(table["j_per_1k_samples_mean"], table["j_per_1k_samples_ci95"], strict=True)
+    ]
+    columns = {
+        "task": "task",
+        "technique": "technique",
+        "energy": "energy J/1k (±95%)",
+        "energy_vs_base": "energy / fp32",
+        "speedup_vs_base": "speed / fp32",
+        "metric": "metric",
+        "metric_value": "value",
+        "metric_change": "change vs fp32",
+        "cv_flag": "noisy",
+    }
+    shown = table.assign(energy=energy)[list(columns)].rename(columns=columns)
+    return results.markdown_table(shown)
