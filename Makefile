@@ -16,7 +16,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	if ! command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install --quiet "$(TORCH_CPU_SPEC)"; fi
 	$(PY) -m pip install --quiet -e ".[dev,lab]"
-	$(VENV)/bin/nbdime config-git --enable >/dev/null 2>&1 || true
+	# JupyterLab (from this venv) opens notebooks/*.py as notebooks: jupytext's default viewer
+	$(VENV)/bin/jupytext-config --settings-file $(VENV)/etc/jupyter/labconfig/default_setting_overrides.json \
+		set-default-viewer python >/dev/null
+	# nbdime diffs and merges notebooks in git; drivers by absolute path, so any shell works
+	if [ -d .git ]; then \
+		$(VENV)/bin/nbdime config-git --enable >/dev/null && \
+		git config diff.jupyternotebook.command "$(abspath $(VENV))/bin/git-nbdiffdriver diff" && \
+		git config merge.jupyternotebook.driver "$(abspath $(VENV))/bin/git-nbmergedriver merge %O %A %B %L %P"; \
+	fi
 	touch $@
 
 .PHONY: help setup lab sync smoke reproduce check test lint clean
@@ -27,8 +35,9 @@ help: ## list the targets
 
 setup: $(VENV)/.installed ## create .venv and install effbert with its lab and dev groups
 
-lab: setup sync ## open the notebooks in JupyterLab
-	$(VENV)/bin/jupyter lab notebooks/
+LAB_FLAGS ?=
+lab: setup ## open the notebooks in JupyterLab (LAB_FLAGS="--port 8899 --no-browser", ...)
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_FLAGS) notebooks/
 
 sync: setup ## pair notebooks/*.py with .ipynb (jupytext) after editing either
 	$(VENV)/bin/jupytext --sync notebooks/[0-9]*.py
@@ -49,6 +58,8 @@ lint: setup ## ruff over the package, tests and notebooks
 	$(VENV)/bin/ruff check effbert tests notebooks scripts
 	$(VENV)/bin/ruff format --check effbert tests notebooks scripts
 
-clean: ## remove generated reports (not committed results), caches and paired .ipynb
-	rm -rf $(REPORTS)/executed $(REPORTS)/*.html .pytest_cache .ruff_cache notebooks/*.ipynb
+clean: ## remove a local run's reports (never committed ones), caches and paired .ipynb
+	@if [ -n "$$(git ls-files -- '$(REPORTS)/executed' '$(REPORTS)/*.html' 2>/dev/null)" ]; then \
+		echo "make clean: $(REPORTS) holds committed published reports; not deleting them"; exit 1; fi
+	rm -rf $(REPORTS)/executed $(REPORTS)/*.html $(REPORTS)/logs .pytest_cache .ruff_cache notebooks/*.ipynb
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -13,9 +14,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from effbert import config as cfg
 from effbert import data, metrics, models
 from effbert.config import project_relative, resolve_path
-from effbert.environment import resolve_device
+from effbert.environment import captured, resolve_device
 from effbert.params import ALL, FINETUNE, FinetuneSettings, Params, load
 from effbert.tasks import GlueTask, get_task
 
@@ -87,7 +89,13 @@ def finetune(
     start = time.perf_counter()
     model.train()
     # Executed notebooks keep every redraw of a text progress bar: redraw every 5 s at most.
-    progress = tqdm(total=steps, desc=f"fine-tune {task.model_task}", unit="step", mininterval=5.0)
+    progress = tqdm(
+        total=steps,
+        desc=f"fine-tune {task.model_task}",
+        unit="step",
+        mininterval=5.0,
+        file=sys.stdout,
+    )
     step, epoch = 0, 0
     while step < steps:
         # GLUE train files keep related rows together (SST-2 phrases of one sentence, CoLA
@@ -203,12 +211,13 @@ def _dev_scores(prepared, tokenizer, task, dev_rows, max_length) -> dict[str, fl
 class Plan:
     """The fine-tuning notebook's work: one checkpoint per task that has train data."""
 
-    def __init__(self, params: Params) -> None:
+    def __init__(self, params: Params, reports_dir: str = "reports") -> None:
         self.params = params
+        self.log_path = cfg.reports_paths(reports_dir)["logs"] / f"{params.profile}.log"
 
     @classmethod
-    def from_profile(cls, profile: str) -> Plan:
-        return cls(load(profile))
+    def from_profile(cls, profile: str, reports_dir: str = "reports") -> Plan:
+        return cls(load(profile), reports_dir)
 
     def settings(self, task: GlueTask) -> FinetuneSettings:
         return self.params.finetune_settings(task)
@@ -254,6 +263,10 @@ class Plan:
     def run(self) -> pd.DataFrame:
         """Fine-tune (or reuse) and score each task; a task without train data is skipped
         when ``on_missing_task`` is ``skip``."""
+        with captured(self.log_path):
+            return self._run()
+
+    def _run(self) -> pd.DataFrame:
         device = resolve_device(self.params.device)
         reports = []
         for name in self.tasks_to_train():

@@ -64,7 +64,10 @@ def write_index(root: Path, runs, profile: str, baseline: str = "fp32") -> Path:
             "task metric's change is in the trade-off figure and notebook 90.</p>",
             _table(head.rename_axis(columns=None)),
         ]
-        for name in LANDING_FIGURES:
+        measured = (summary["energy_source"].fillna("none") != "none").any()
+        if not measured:
+            parts.append("<p>No energy was measured in this run (energy: none), so no figure.</p>")
+        for name in LANDING_FIGURES if measured else ():
             if (root / "figures" / f"{name}.png").exists():
                 parts.append(f'<p><img src="figures/{name}.png" alt="{name} figure"></p>')
         trials = results.read_results(cfg.reports_paths(root)["results"])

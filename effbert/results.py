@@ -604,3 +604,57 @@ def check(
     far = compared[compared["difference"].abs() > metric_tolerance]
     assert far.empty, f"metric further than {metric_tolerance} from {baseline}:\n{far}"
     return compared
+
+
+def findings(summary: pd.DataFrame, baseline: str = "fp32") -> str:
+    """The analysis' conclusion as Markdown, generated from the records: per technique, its
+    energy relative to the baseline across tasks (each ratio with its 95% interval), the largest
+    change in a task metric, and the cells each finding comes from."""
+    table = comparison(summary, baseline)
+    if table.empty:
+        return "No measured cell: nothing to conclude."
+    table = table[table["batch_size"] == table["batch_size"].min()]
+    measured = table["energy_vs_base"].notna().any()
+    ratio, half, what = (
+        ("energy_vs_base", "energy_vs_base_ci95", "energy per sample")
+        if measured
+        else ("speedup_vs_base", None, "throughput")
+    )
+    ids = summary.set_index(["task", "technique", "batch_size"])["cell_id"]
+    lines = [
+        f"At batch size {table['batch_size'].iloc[0]}, {what} relative to {baseline} "
+        f"(mean over trials, 95% interval), and the largest change of a task metric:",
+        "",
+    ]
+    ranked = table[table["technique"] != baseline].groupby("technique")[ratio].median()
+    for technique in ranked.sort_values().index:
+        rows = table[(table["technique"] == technique) & table[ratio].notna()]
+        if rows.empty:
+            continue
+        low, high = rows.loc[rows[ratio].idxmin()], rows.loc[rows[ratio].idxmax()]
+
+        def shown(row):
+            interval = f" ± {row[half]:.2f}" if half and pd.notna(row[half]) else ""
+            return f"{row[ratio]:.2f}×{interval} ({row['task']})"
+
+        change = rows.loc[rows["metric_change"].abs().idxmax()]
+        cells = ", ".join(
+            str(ids.get((r.task, technique, r.batch_size), ""))[:8] for r in rows.itertuples()
+        )
+        width = rows[half].fillna(0) if half else 0
+        below, above = int((rows[ratio] + width < 1).sum()), int((rows[ratio] - width > 1).sum())
+        words = ("less energy", "more energy") if measured else ("slower", "faster")
+        verdict = [f"{n} {w}" for n, w in ((below, words[0]), (above, words[1])) if n]
+        unresolved = len(rows) - below - above
+        if unresolved:
+            verdict.append(f"{unresolved} not separable from {baseline}")
+        lines.append(
+            f"- **{technique}**: {shown(low)} to {shown(high)} over {len(rows)} tasks "
+            f"({', '.join(verdict)}); largest metric change "
+            f"{change['metric_change']:+.4f} {change['metric']} on {change['task']}. "
+            f"Cells: {cells}."
+        )
+    noisy = int(summary["cv_flag"].fillna(False).astype(bool).sum())
+    if noisy:
+        lines += ["", f"{noisy} cells vary between trials more than `max_cv`: read them with care."]
+    return "\n".join(lines)

@@ -32,7 +32,7 @@ reports_dir: str = "reports"  # results, figures and reports go here
 # %%
 from effbert import finetune
 
-plan = finetune.Plan.from_profile(profile)
+plan = finetune.Plan.from_profile(profile, reports_dir)
 plan.overview()
 
 # %% [markdown]

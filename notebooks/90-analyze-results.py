@@ -65,6 +65,16 @@ summary[summary["cv_flag"]][["task", "technique", "batch_size"]]
 trials[trials["status"] == "skipped"][["task", "technique", "reason"]].drop_duplicates()
 
 # %% [markdown]
+# ## Conclusion
+# Written from the records above, not by hand: each finding with its numbers and the cells
+# (ids in `results/cells/`) it comes from.
+
+# %%
+from IPython.display import Markdown
+
+Markdown(results.findings(summary, baseline_technique))
+
+# %% [markdown]
 # ## Checks
 
 # %%
