@@ -129,6 +129,9 @@ def trial_records(
                 "time_s": w.time_s,
                 "energy_j": w.energy_j,
                 "dynamic_energy_j": w.energy_j - idle_power_w * w.time_s,
+                "dynamic_j_per_1k_samples": 1000
+                * (w.energy_j - idle_power_w * w.time_s)
+                / n_samples,
                 "samples_per_s": n_samples / w.time_s,
                 "tokens_per_s": n_tokens / w.time_s,
                 "j_per_1k_samples": 1000 * w.energy_j / n_samples,
@@ -180,6 +183,7 @@ class Cell:
     task: GlueTask
     technique: models.Technique
     batch_size: int
+    padding: str
     checkpoint: str | None
     config: dict
 
@@ -305,12 +309,15 @@ class Study:
             self._idle_power_w = energy.idle_power_w(self.meter, self.params.idle_s)
         return self._idle_power_w
 
-    def cell_config(self, task: GlueTask, technique: str, batch_size: int, checkpoint) -> dict:
+    def cell_config(
+        self, task: GlueTask, technique: str, batch_size: int, checkpoint, padding: str
+    ) -> dict:
         return cell_config(
             self.params,
             task,
             technique,
             batch_size,
+            padding,
             checkpoint,
             self.label_map_for(task),
             self.torch_device.type,
@@ -331,28 +338,46 @@ class Study:
             "environment": environment.measured_with(self.torch_device),
         }
 
-    def plan(self, techniques: list[str]) -> list[Cell]:
-        """The cells of ``techniques`` that the profile selects, task by task."""
-        chosen = [t for t in self.techniques if t.name in techniques]
+    def plan(self, techniques: list[str], combinations: bool = False) -> list[Cell]:
+        """The cells of ``techniques`` that the profile selects, task by task: the grid of
+        techniques and batch sizes, or with ``combinations`` the profile's listed cells."""
+        p = self.params
+        if combinations:
+            points = [
+                (c["technique"], c.get("batch_size", p.batch_sizes[0]), c.get("padding", p.padding))
+                for c in p.combinations
+            ]
+        else:
+            chosen = [t.name for t in self.techniques if t.name in techniques]
+            points = [(t, bs, p.padding) for t in chosen for bs in p.batch_sizes]
         cells = []
-        for name in self.params.tasks:
+        for name in p.tasks:
             task = get_task(name)
             checkpoint = self.checkpoint_for(task)
-            for technique in chosen:
-                for batch_size in self.params.batch_sizes:
-                    config = self.cell_config(task, technique.name, batch_size, checkpoint)
-                    cells.append(Cell(task, technique, int(batch_size), checkpoint, config))
+            for technique, batch_size, padding in points:
+                config = self.cell_config(task, technique, batch_size, checkpoint, padding)
+                cells.append(
+                    Cell(
+                        task,
+                        models.get_technique(technique),
+                        int(batch_size),
+                        padding,
+                        checkpoint,
+                        config,
+                    )
+                )
         return cells
 
-    def run(self, techniques: list[str]) -> pd.DataFrame:
-        """Measure (or read back) every planned cell of ``techniques`` and save each.
+    def run(self, techniques: list[str] = (), combinations: bool = False) -> pd.DataFrame:
+        """Measure (or read back) every planned cell (see ``plan``) and save each.
 
         Returns:
             The trial rows of these cells; an empty table when the profile selects none.
         """
-        cells = self.plan(techniques)
+        cells = self.plan(list(techniques), combinations)
         if not cells:
-            print(f"profile {self.params.profile!r} selects none of {', '.join(techniques)}")
+            what = "combinations" if combinations else f"of {', '.join(techniques)}"
+            print(f"profile {self.params.profile!r} selects none {what}")
             return results.trial_rows([])
         records = []
         progress = tqdm(
@@ -467,6 +492,7 @@ def cell_config(
     task: GlueTask,
     technique: str,
     batch_size: int,
+    padding: str,
     checkpoint: str | None,
     label_map: list[str] | None,
     device_type: str,
@@ -482,7 +508,7 @@ def cell_config(
         "task": task.name,
         "technique": technique,
         "batch_size": int(batch_size),
-        "padding": params.padding,
+        "padding": padding,
         "max_length": params.max_length,
         "data_source": params.data_source,
         "max_samples": params.max_samples,
@@ -507,7 +533,10 @@ def measure_cell(
     """Warm up, measure the energy windows, then latency and the task metric outside them."""
     device = meter.device
     tokenizer = models.load_tokenizer(cell.checkpoint)
-    batches = data.make_batches(tokenizer, rows, cell.batch_size, params.padding, params.max_length)
+    batches = data.make_batches(tokenizer, rows, cell.batch_size, cell.padding, params.max_length)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
     prepared = models.prepare(
         cell.checkpoint, cell.task, cell.technique, device, label_map, params.seed
     )
@@ -518,11 +547,18 @@ def measure_cell(
         for batch in inputs:
             forward(batch)
 
-    state_before = environment.gpu_state(device)
     with prepared.context():
+        run_pass()  # every shape once: compilation and autotuning happen here, unmeasured
+        energy.synchronize(device)
+        prepare_s = time.perf_counter() - start
+        state_before = environment.gpu_state(device)
         windows = measure_windows(run_pass, meter, MeasureSettings.from_params(params))
+        state_after = environment.gpu_state(device)
         latency = latency_ms(forward, inputs, device, params.latency_batches)
-    state_after = environment.gpu_state(device)
+        check = params.kernel_check and device.type == "cuda"
+        kernels = kernel_record(run_pass, cell.technique, device) if check else {}
+    cuda = device.type == "cuda"
+    peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
     logits = prepared.predict(batches, len(rows))
     scores, backend = metrics.compute(
         cell.task, logits, rows["label"].to_numpy(), params.metrics_backend
@@ -547,4 +583,48 @@ def measure_cell(
         "cv_flag": bool(cv > params.max_cv),
         "state_before": state_before,
         "state_after": state_after,
+        "axes": cell.technique.axes,
+        "prepare_s": prepare_s,
+        "peak_memory_mb": peak_memory_mb,
+        "kernels": kernels,
+        "fallback": kernels.get("fallback"),
+    }
+
+
+# Substrings of CUDA kernel names that show which path ran.
+KERNEL_SIGNS = {
+    "flash": ("flash", "fmha", "efficient_attention", "cudnn", "attention"),
+    "int8": ("int8", "i8", "imma", "s8", "_int_mm", "igemm"),
+    "fp8": ("e4m3", "e5m2", "fp8", "f8"),
+}
+
+
+def kernel_record(run_pass: Callable[[], None], technique: models.Technique, device) -> dict:
+    """The CUDA kernels of one pass (torch.profiler, outside the energy windows): the top ones
+    by GPU time, and whether the technique's own kernels ran (else a recorded fallback)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        run_pass()
+        energy.synchronize(device)
+    times: dict[str, float] = {}
+    for event in prof.events():
+        if event.device_type.name == "CUDA":
+            times[event.name] = times.get(event.name, 0.0) + event.device_time_total
+    total = sum(times.values()) or 1.0
+    top = sorted(times.items(), key=lambda kv: -kv[1])
+    names = " ".join(times).lower()
+    expected = []
+    if technique.fused_attention_only:
+        expected.append("flash")
+    if technique.quantize in ("int8_dynamic",):
+        expected.append("int8")
+    if technique.quantize == "fp8":
+        expected.append("fp8")
+    missing = [e for e in expected if not any(sign in names for sign in KERNEL_SIGNS[e])]
+    return {
+        "top": [{"name": n[:120], "share": round(t / total, 4)} for n, t in top[:12]],
+        "expected": expected,
+        "found": {e: e not in missing for e in expected},
+        "fallback": f"no {', '.join(missing)} kernel ran" if missing else None,
     }

@@ -21,69 +21,153 @@ class ModelError(ValueError):
     """A checkpoint that cannot serve a task: the message names the task, checkpoint and fix."""
 
 
+# Each technique is a point on three axes; a profile names presets or composes axes with "+".
+PRECISIONS: dict[str, dict] = {
+    "fp32": {},
+    "tf32": {"tf32": True, "needs_cuda": True},
+    "autocast_fp16": {"autocast_dtype": torch.float16, "needs_cuda": True},
+    "autocast_bf16": {"autocast_dtype": torch.bfloat16},
+    "fp16": {"weights_dtype": torch.float16, "needs_cuda": True},
+    "bf16": {"weights_dtype": torch.bfloat16},
+    "int8": {"quantize": "int8_dynamic"},
+    "int8_weight": {"quantize": "int8_weight"},
+    "fp8": {
+        "weights_dtype": torch.bfloat16,
+        "quantize": "fp8",
+        "needs_cuda": True,
+        "min_capability": (8, 9),
+    },
+}
+ATTENTIONS: dict[str, dict] = {
+    "eager": {},
+    "sdpa": {"attention": "sdpa"},
+    "flash": {"attention": "sdpa", "fused_attention_only": True},
+}
+EXECUTIONS = ("eager", "compile", "compile_max")
+
+
 @dataclass(frozen=True)
 class Technique:
-    """How the model is run.
+    """How the model is run: a precision, an attention kernel and an execution mode.
 
     Attributes:
-        name: key used in profiles and records.
-        title: label in figures and tables.
-        weights_dtype: dtype the weights are cast to.
-        autocast_dtype: dtype of ``torch.autocast``, or None.
-        attention: transformers' ``attn_implementation``.
-        fused_attention_only: restrict SDPA to its fused kernels (flash, memory-efficient).
-        int8: quantize Linear layers to int8 (dynamic activations, torchao).
-        needs_cuda: runs only on a CUDA device.
+        name: key used in profiles and records (a preset, or axes joined by ``+``).
+        precision: a key of ``PRECISIONS`` (weights dtype, autocast, TF32, quantization).
+        attention: a key of ``ATTENTIONS``: eager, SDPA as PyTorch chooses, or SDPA
+            restricted to its fused kernels (flash, memory-efficient).
+        execution: ``eager``, ``compile`` (``torch.compile``, dynamic shapes) or
+            ``compile_max`` (``max-autotune-no-cudagraphs``).
     """
 
     name: str
-    title: str
-    weights_dtype: torch.dtype = torch.float32
-    autocast_dtype: torch.dtype | None = None
+    precision: str = "fp32"
     attention: str = "eager"
-    fused_attention_only: bool = False
-    int8: bool = False
-    needs_cuda: bool = False
+    execution: str = "eager"
+
+    def _axis(self, key: str, default=None):
+        return {**PRECISIONS[self.precision], **ATTENTIONS[self.attention]}.get(key, default)
+
+    @property
+    def title(self) -> str:
+        return self.name.replace("+", " + ").replace("_", " ")
+
+    @property
+    def weights_dtype(self) -> torch.dtype:
+        return self._axis("weights_dtype", torch.float32)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return self._axis("autocast_dtype")
+
+    @property
+    def attn_implementation(self) -> str:
+        return self._axis("attention", "eager")
+
+    @property
+    def fused_attention_only(self) -> bool:
+        return self._axis("fused_attention_only", False)
+
+    @property
+    def quantize(self) -> str | None:
+        return self._axis("quantize")
+
+    @property
+    def tf32(self) -> bool:
+        return self._axis("tf32", False)
+
+    @property
+    def needs_cuda(self) -> bool:
+        return self._axis("needs_cuda", False) or self.execution == "compile_max"
+
+    @property
+    def axes(self) -> dict[str, str]:
+        return {
+            "precision": self.precision,
+            "attention": self.attention,
+            "execution": self.execution,
+        }
 
 
-TECHNIQUES: dict[str, Technique] = {
-    t.name: t
-    for t in [
-        Technique("fp32", "fp32 baseline"),
-        Technique("int8", "int8 dynamic quantization", int8=True),
-        Technique("autocast_fp16", "autocast fp16", autocast_dtype=torch.float16, needs_cuda=True),
-        Technique("autocast_bf16", "autocast bf16", autocast_dtype=torch.bfloat16),
-        Technique("fp16", "fp16 weights", weights_dtype=torch.float16, needs_cuda=True),
-        Technique("flash", "fused attention (SDPA)", attention="sdpa", fused_attention_only=True),
-        Technique(
-            "fp16_flash",
-            "fp16 + fused attention",
-            weights_dtype=torch.float16,
-            attention="sdpa",
-            fused_attention_only=True,
-            needs_cuda=True,
-        ),
-    ]
+PRESETS: dict[str, tuple[str, str, str]] = {
+    "fp32": ("fp32", "eager", "eager"),
+    "int8": ("int8", "eager", "eager"),
+    "autocast_fp16": ("autocast_fp16", "eager", "eager"),
+    "autocast_bf16": ("autocast_bf16", "eager", "eager"),
+    "fp16": ("fp16", "eager", "eager"),
+    "flash": ("fp32", "flash", "eager"),
+    "fp16_flash": ("fp16", "flash", "eager"),
 }
+TECHNIQUES: dict[str, Technique] = {name: Technique(name, *axes) for name, axes in PRESETS.items()}
 
 
 def get_technique(name: str) -> Technique:
-    try:
+    """A preset (``fp16_flash``) or axes joined by ``+`` (``bf16+sdpa+compile``)."""
+    if name in TECHNIQUES:
         return TECHNIQUES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown technique {name!r}: choose from {', '.join(TECHNIQUES)}"
-        ) from None
+    axes: dict[str, str] = {}
+    for token in name.split("+"):
+        axis = next(
+            (
+                a
+                for a, values in (
+                    ("precision", PRECISIONS),
+                    ("attention", ATTENTIONS),
+                    ("execution", EXECUTIONS),
+                )
+                if token in values
+            ),
+            None,
+        )
+        if axis is None or axis in axes:
+            raise ValueError(
+                f"unknown technique {name!r}: choose a preset ({', '.join(TECHNIQUES)}) or join "
+                f"one precision ({', '.join(PRECISIONS)}), attention ({', '.join(ATTENTIONS)}) "
+                f"and execution ({', '.join(EXECUTIONS)}) with '+', e.g. fp16+flash+compile"
+            )
+        axes[axis] = token
+    full = (
+        axes.get("precision", "fp32"),
+        axes.get("attention", "eager"),
+        axes.get("execution", "eager"),
+    )
+    preset = next((p for p, a in PRESETS.items() if a == full), None)
+    return TECHNIQUES[preset] if preset else Technique(name, *full)
 
 
 def unsupported_reason(technique: Technique, device: torch.device) -> str | None:
     """Why ``technique`` cannot run on ``device``, or None when it can."""
     if technique.needs_cuda and device.type != "cuda":
         return f"{technique.name} needs a CUDA GPU; this run is on {device.type}"
-    if technique.int8 and device.type == "cuda":
-        major, _ = torch.cuda.get_device_capability(device)
-        if major < 8:
-            return f"{technique.name} needs a GPU of compute capability 8.0 or newer"
+    if device.type == "cuda":
+        capability = torch.cuda.get_device_capability(device)
+        needed = technique._axis("min_capability") or ((8, 0) if technique.quantize else None)
+        if needed and capability < needed:
+            return (
+                f"{technique.name} needs a GPU of compute capability {needed[0]}.{needed[1]} "
+                f"or newer, this one is {capability[0]}.{capability[1]}"
+            )
+    if technique.quantize == "fp8" and device.type != "cuda":
+        return f"{technique.name} needs a CUDA GPU"
     return None
 
 
@@ -223,6 +307,16 @@ def glue_order(task: GlueTask, id2label: dict[int, str], label_map: list[str] | 
     return None if order == list(range(len(order))) else order
 
 
+@contextlib.contextmanager
+def _tf32() -> Iterator[None]:
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
 @dataclass
 class Prepared:
     """A model ready to run under one technique."""
@@ -237,6 +331,8 @@ class Prepared:
         """Inference mode, autocast and attention kernel choice for a forward pass."""
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.inference_mode())
+            if self.technique.tf32:
+                stack.enter_context(_tf32())
             if self.technique.autocast_dtype is not None:
                 stack.enter_context(
                     torch.autocast(self.device.type, dtype=self.technique.autocast_dtype)
@@ -280,17 +376,34 @@ def prepare(
     seed: int = 0,
 ) -> Prepared:
     """Load the task's checkpoint and apply ``technique`` on ``device``."""
-    model = load_classifier(checkpoint, task, technique.attention, seed)
+    model = load_classifier(checkpoint, task, technique.attn_implementation, seed)
     order = glue_order(task, model.config.id2label, label_map)
     model = model.to(device=device, dtype=technique.weights_dtype)
-    if technique.int8:
+    if technique.quantize == "int8_dynamic":
         model = quantize_int8(model)
+    elif technique.quantize:
+        model = quantize(model, technique.quantize)
+    if technique.execution != "eager":
+        mode = "max-autotune-no-cudagraphs" if technique.execution == "compile_max" else None
+        model = torch.compile(model, mode=mode, dynamic=True)
     return Prepared(model, technique, device, order)
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """int8 weights with dynamically quantized int8 activations in every Linear (torchao)."""
-    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    return quantize(model, "int8_dynamic")
 
-    quantize_(model, Int8DynamicActivationInt8WeightConfig())
+
+def quantize(model: torch.nn.Module, kind: str) -> torch.nn.Module:
+    """Quantize every Linear with torchao: ``int8_dynamic`` (int8 weights and activations),
+    ``int8_weight`` (int8 weights only) or ``fp8`` (float8 weights and dynamic row-wise
+    activations, Hopper or Ada)."""
+    from torchao import quantization as q
+
+    configs = {
+        "int8_dynamic": lambda: q.Int8DynamicActivationInt8WeightConfig(),
+        "int8_weight": lambda: q.Int8WeightOnlyConfig(),
+        "fp8": lambda: q.Float8DynamicActivationFloat8WeightConfig(granularity=q.PerRow()),
+    }
+    q.quantize_(model, configs[kind]())
     return model

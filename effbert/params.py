@@ -101,11 +101,19 @@ class Params:
     )
     techniques: list[str] = _param(
         ["fp32", "int8", "autocast_fp16", "autocast_bf16", "fp16", "flash", "fp16_flash"],
-        "techniques to measure, see effbert.models.TECHNIQUES",
+        "presets (effbert.models.TECHNIQUES) or axes joined by '+', e.g. bf16+flash+compile",
     )
     batch_sizes: list[int] = _param([16], "sequences per forward pass", minimum=1)
     padding: str = _param(
         "max_length", "max_length (pad to max_length), longest or bucketed", choices=PADDINGS
+    )
+    combinations: list[dict] = _param(
+        [],
+        "cells beyond the grid: [{technique: bf16+flash+compile, batch_size: 512, padding: "
+        "bucketed}, ...] (measured by 70-frontier)",
+    )
+    kernel_check: bool = _param(
+        True, "record the kernels each cell ran (torch.profiler, outside the windows; CUDA)"
     )
     max_length: int = _param(128, "tokens per input after truncation", minimum=1, maximum=512)
     warmup_s: float = _param(3.0, "unmeasured passes first, at least this long", minimum=0)
@@ -287,7 +295,7 @@ def validate(values: dict[str, Any], where: str = "profile", inputs: bool = True
     Raises:
         ProfileError: listing every problem, each naming the key, the value and the fix.
     """
-    from effbert.models import TECHNIQUES
+    from effbert.models import TECHNIQUES, get_technique
     from effbert.tasks import TASKS
 
     problems = []
@@ -317,10 +325,31 @@ def validate(values: dict[str, Any], where: str = "profile", inputs: bool = True
         if not names:
             problems.append(f"{key} is empty: name at least one")
     problems += _names_problems("tasks", params.tasks, list(TASKS), "task")
-    problems += _names_problems("techniques", params.techniques, list(TECHNIQUES), "technique")
-    problems += _names_problems(
-        "baseline_technique", [params.baseline_technique], list(TECHNIQUES), "technique"
-    )
+    for key, names in (
+        ("techniques", params.techniques),
+        ("baseline_technique", [params.baseline_technique]),
+        ("combinations", [c.get("technique", "") for c in params.combinations]),
+    ):
+        for name in names:
+            try:
+                get_technique(name)
+            except ValueError as err:
+                problems.append(f"{key}: {err}{_did_you_mean(name, TECHNIQUES)}")
+    for i, combination in enumerate(params.combinations):
+        unknown = set(combination) - {"technique", "batch_size", "padding"}
+        if unknown or "technique" not in combination:
+            problems.append(
+                f"combinations[{i}] is {combination!r}: give technique, and optionally "
+                "batch_size and padding"
+            )
+        problems += _value_problems(
+            f"combinations[{i}].batch_size", combination.get("batch_size", 1), {"minimum": 1}
+        )
+        if combination.get("padding", PADDINGS[0]) not in PADDINGS:
+            problems.append(
+                f"combinations[{i}].padding is {combination['padding']!r}: choose one of "
+                + ", ".join(PADDINGS)
+            )
     for key in ("checkpoints", "label_maps"):
         problems += _names_problems(key, getattr(params, key), model_tasks, "task")
     problems += _names_problems("finetune", params.finetune, model_tasks, "task", ("default",))

@@ -41,6 +41,7 @@ TRIAL_COLUMNS = [
     "time_s",
     "energy_j",
     "dynamic_energy_j",
+    "dynamic_j_per_1k_samples",
     "samples_per_s",
     "tokens_per_s",
     "j_per_1k_samples",
@@ -72,6 +73,12 @@ CELL_COLUMNS = [
     "data_fingerprint",
     "checkpoint_fingerprint",
     "legacy",
+    "precision",
+    "attention",
+    "execution",
+    "prepare_s",
+    "peak_memory_mb",
+    "fallback",
     "cell_id",
     "measured_at",
 ]
@@ -82,6 +89,7 @@ SUMMARY_MEASURES = [
     "dynamic_energy_j",
     "samples_per_s",
     "j_per_1k_samples",
+    "dynamic_j_per_1k_samples",
     "j_per_token",
     "co2_mg",
 ]
@@ -93,10 +101,16 @@ SUMMARY_COLUMNS = [
     "energy_source",
     "cv_flag",
     "legacy",
+    "fallback",
     "device_name",
     *(f"{m}_{stat}" for m in SUMMARY_MEASURES for stat in ("mean", "std", "ci95")),
     "latency_p50_ms",
     "latency_p99_ms",
+    "precision",
+    "attention",
+    "execution",
+    "prepare_s",
+    "peak_memory_mb",
 ]
 
 
@@ -236,6 +250,10 @@ def trial_rows(cells: list[dict[str, Any]]) -> pd.DataFrame:
             "checkpoint_fingerprint": config.get("fingerprints", {}).get("checkpoint"),
             # made before cells were identified by their inputs' fingerprints: shown, never reused
             "legacy": "fingerprints" not in config,
+            **cell.get("axes", {}),
+            "prepare_s": cell.get("prepare_s"),
+            "peak_memory_mb": cell.get("peak_memory_mb"),
+            "fallback": cell.get("fallback"),
             "cell_id": cell["cell_id"],
             "measured_at": cell.get("measured_at"),
         }
@@ -277,6 +295,7 @@ def summarize(trials: pd.DataFrame) -> pd.DataFrame:
             energy_source=first["energy_source"],
             cv_flag=first["cv_flag"],
             legacy=bool(first["legacy"]) if pd.notna(first["legacy"]) else True,
+            fallback=first["fallback"],
             device_name=first.get("device_name"),
         )
         for column in SUMMARY_MEASURES:
@@ -284,7 +303,7 @@ def summarize(trials: pd.DataFrame) -> pd.DataFrame:
             row[f"{column}_mean"] = float(np.mean(values))
             row[f"{column}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
             row[f"{column}_ci95"] = ci95_half_width(values)
-        for column in ("latency_p50_ms", "latency_p99_ms"):
+        for column in SUMMARY_COLUMNS[SUMMARY_COLUMNS.index("latency_p50_ms") :]:
             row[column] = first.get(column)
         rows.append(row)
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -94,6 +94,33 @@ def test_gpu_only_techniques_say_why_on_cpu():
     assert models.unsupported_reason(models.get_technique("fp32"), cpu) is None
 
 
-def test_unknown_technique_lists_the_known_ones():
-    with pytest.raises(ValueError, match="fp16_flash"):
-        models.get_technique("fp8")
+def test_unknown_technique_lists_the_presets_and_the_axes():
+    for name in ("fp9", "fp16+fp32", "flash+sdpa", "fp16+flash+compile+compile"):
+        with pytest.raises(ValueError, match="fp16_flash.*int8_weight.*compile_max"):
+            models.get_technique(name)
+
+
+def test_axes_compose_and_a_composition_equal_to_a_preset_is_the_preset():
+    assert models.get_technique("flash+fp16") is models.TECHNIQUES["fp16_flash"]
+    assert models.get_technique("fp32") is models.TECHNIQUES["fp32"]
+    t = models.get_technique("bf16+sdpa+compile")
+    assert t.axes == {"precision": "bf16", "attention": "sdpa", "execution": "compile"}
+    assert t.weights_dtype == torch.bfloat16 and t.attn_implementation == "sdpa"
+    assert not t.fused_attention_only and t.quantize is None
+    assert models.get_technique("fp8+flash").quantize == "fp8"
+    cpu = torch.device("cpu")
+    assert "needs a CUDA GPU" in models.unsupported_reason(models.get_technique("fp8"), cpu)
+    assert "needs a CUDA GPU" in models.unsupported_reason(models.get_technique("tf32"), cpu)
+    assert models.unsupported_reason(models.get_technique("int8_weight+compile"), cpu) is None
+
+
+@pytest.mark.parametrize("name", ["bf16+sdpa", "int8_weight", "autocast_bf16+flash+compile"])
+def test_cpu_axes_run_and_keep_predictions_close_to_fp32(name):
+    task, cpu = get_task("sst2"), torch.device("cpu")
+    rows = data.synthetic_rows(task, 16)
+    batches = data.make_batches(models.tiny_tokenizer(), rows, 8, "longest", 32)
+    reference = models.prepare(models.TINY_RANDOM, task, models.get_technique("fp32"), cpu)
+    prepared = models.prepare(models.TINY_RANDOM, task, models.get_technique(name), cpu)
+    expected = reference.predict(batches, len(rows))
+    got = prepared.predict(batches, len(rows))
+    np.testing.assert_allclose(got, expected, atol=0.05)
