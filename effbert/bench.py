@@ -595,7 +595,7 @@ def measure_cell(
 KERNEL_SIGNS = {
     "flash": ("flash", "fmha", "efficient_attention", "cudnn", "attention"),
     "int8": ("int8", "i8", "imma", "s8", "_int_mm", "igemm"),
-    "fp8": ("e4m3", "e5m2", "fp8", "f8"),
+    "fp8": ("e4m3", "e5m2", "fp8", "f8", "_scaled_mm", "qqtst"),
 }
 
 

@@ -405,5 +405,11 @@ def quantize(model: torch.nn.Module, kind: str) -> torch.nn.Module:
         "int8_weight": lambda: q.Int8WeightOnlyConfig(),
         "fp8": lambda: q.Float8DynamicActivationFloat8WeightConfig(granularity=q.PerRow()),
     }
-    q.quantize_(model, configs[kind]())
+    q.quantize_(model, configs[kind](), filter_fn=_quantizable)
     return model
+
+
+def _quantizable(module: torch.nn.Module, name: str) -> bool:
+    """Encoder Linear layers; not the classifier head, whose few outputs (2 or 3) are below
+    the int8 and float8 kernels' minimum width (multiples of 8 or 16)."""
+    return isinstance(module, torch.nn.Linear) and module.out_features % 16 == 0

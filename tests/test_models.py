@@ -124,3 +124,11 @@ def test_cpu_axes_run_and_keep_predictions_close_to_fp32(name):
     expected = reference.predict(batches, len(rows))
     got = prepared.predict(batches, len(rows))
     np.testing.assert_allclose(got, expected, atol=0.05)
+
+
+def test_quantization_leaves_the_narrow_classifier_head_in_float():
+    task, cpu = get_task("sst2"), torch.device("cpu")
+    prepared = models.prepare(models.TINY_RANDOM, task, models.get_technique("int8_weight"), cpu)
+    head = prepared.model.classifier.weight
+    inner = prepared.model.distilbert.transformer.layer[0].ffn.lin1.weight
+    assert type(head) is torch.nn.Parameter and type(inner) is not torch.nn.Parameter
