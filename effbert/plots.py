@@ -6,19 +6,21 @@ to be saved, and a notebook shows one returned as a cell's value as an image.
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from effbert.models import TECHNIQUES
-from effbert.results import ratio_ci95
+from effbert.results import pareto_optimal, ratio_ci95
 from effbert.tasks import TASKS
 
-FIGURES = ("baseline", "energy", "glue", "throughput", "tradeoff")
+FIGURES = ("baseline", "energy", "glue", "throughput", "tradeoff", "frontier")
 
 ENERGY = "j_per_1k_samples"
 THROUGHPUT = "samples_per_s"
@@ -41,20 +43,13 @@ _COLOURS = [f"C{i}" for i in range(10)]
 _LEGEND = {"loc": "outside right upper", "frameon": False, "fontsize": 8}
 
 
-def _show_figures_as_png() -> None:
-    """In a notebook kernel, display a returned Figure as a PNG (what pyplot's inline backend
-    would set up; these figures never touch pyplot)."""
-    try:
-        from IPython import get_ipython
-        from IPython.core.pylabtools import select_figure_formats
-    except ImportError:
-        return
-    shell = get_ipython()
-    if shell is not None:
-        select_figure_formats(shell, {"png"}, dpi=110)
+class ReportFigure(Figure):
+    """A Figure that shows itself as a PNG wherever IPython displays it (no pyplot needed)."""
 
-
-_show_figures_as_png()
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=110)
+        return buffer.getvalue()
 
 
 def ordered(names, reference) -> list[str]:
@@ -106,7 +101,7 @@ def _title(fig: Figure, text: str, rows: pd.DataFrame) -> None:
 
 def _message(text: str, size=(7, 2.5)) -> Figure:
     """A figure holding one centred sentence instead of empty axes."""
-    fig = Figure(figsize=size)
+    fig = ReportFigure(figsize=size)
     fig.text(0.5, 0.5, text, ha="center", va="center", wrap=True, color="dimgray", fontsize=11)
     return fig
 
@@ -176,7 +171,7 @@ def _note(ax, errors: pd.DataFrame | None, text: str = _TRIALS) -> None:
 
 
 def _bar_figure(table, errors, ylabel: str, title: str, rows, interval: str = _TRIALS) -> Figure:
-    fig = Figure(figsize=(9, 4), layout="constrained")
+    fig = ReportFigure(figsize=(9, 4), layout="constrained")
     ax = fig.add_subplot()
     _grouped_bars(ax, table, errors)
     ax.set_ylabel(ylabel)
@@ -195,7 +190,7 @@ def baseline(summary: pd.DataFrame, technique: str = "fp32") -> Figure:
             return _message(f"No {technique} cells in this summary, so no baseline to show.")
         return _no_energy(rows)
     table, errors = _tables(rows, f"{ENERGY}_mean", f"{ENERGY}_ci95")
-    fig = Figure(figsize=(7, 3.8), layout="constrained")
+    fig = ReportFigure(figsize=(7, 3.8), layout="constrained")
     ax = fig.add_subplot()
     _grouped_bars(ax, table, errors)
     ax.set_ylabel("energy per 1000 samples (J)")
@@ -291,7 +286,7 @@ def tradeoff(summary: pd.DataFrame, technique: str = "fp32") -> Figure:
     tasks = ordered(relative["task"], TASKS)
     ncols = min(3, len(tasks))
     nrows = math.ceil(len(tasks) / ncols)
-    fig = Figure(figsize=(max(8, 3.3 * ncols + 2), 2.8 * nrows + 1), layout="constrained")
+    fig = ReportFigure(figsize=(max(8, 3.3 * ncols + 2), 2.8 * nrows + 1), layout="constrained")
     axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False).ravel()
     for ax, task in zip(axes, tasks, strict=False):
         cells = relative[relative["task"] == task].set_index("technique")
@@ -365,6 +360,83 @@ def compare(summary: pd.DataFrame, techniques: list[str], baseline: str = "fp32"
     )
 
 
+def frontier(summary: pd.DataFrame) -> Figure:
+    """Per task: energy per sample against latency p99 and against the task metric, every cell
+    of every batch size and padding; Pareto-optimal cells (lower energy, lower latency, higher
+    metric) are ringed and labelled."""
+    frame = summary.copy()
+    for column, default in {**_COLUMNS, "padding": "", "latency_p99_ms": np.nan}.items():
+        if column not in frame.columns:
+            frame[column] = default
+    frame = frame[frame["energy_source"].ne("none") & (frame[f"{ENERGY}_mean"] > 0)]
+    if frame.empty:
+        return _message("No energy was measured, so there is no energy frontier to draw.")
+    tasks = ordered(frame["task"], list(TASKS))
+    fig = ReportFigure(figsize=(11, 3.6 * len(tasks)), layout="constrained")
+    axes = fig.subplots(len(tasks), 2, squeeze=False)
+    for (ax_latency, ax_metric), task in zip(axes, tasks, strict=True):
+        rows = frame[frame["task"] == task]
+        best = pareto_optimal(rows, [f"{ENERGY}_mean", "latency_p99_ms"], ["metric_value"])
+        for ax, x, label in (
+            (ax_latency, "latency_p99_ms", "latency p99 per batch (ms)"),
+            (ax_metric, "metric_value", f"{rows['metric'].iloc[0]}"),
+        ):
+            shown = rows[rows[x].notna()]
+            if shown.empty:
+                ax.text(0.5, 0.5, f"no {label} recorded", ha="center", transform=ax.transAxes)
+                continue
+            for _, cell in shown.iterrows():
+                style = _style(cell["technique"])
+                ax.scatter(
+                    cell[x],
+                    cell[f"{ENERGY}_mean"],
+                    color=style["color"],
+                    marker=style["marker"],
+                    s=30,
+                )
+                if best[cell.name]:
+                    ax.scatter(
+                        cell[x],
+                        cell[f"{ENERGY}_mean"],
+                        s=160,
+                        facecolors="none",
+                        edgecolors="black",
+                        linewidths=0.8,
+                    )
+                    ax.annotate(
+                        f"{cell['technique']} bs{cell['batch_size']} {cell['padding']}",
+                        (cell[x], cell[f"{ENERGY}_mean"]),
+                        fontsize=6,
+                        xytext=(4, 4),
+                        textcoords="offset points",
+                    )
+            ax.set_yscale("log")
+            ax.set_xlabel(label)
+            if x == "latency_p99_ms" and (rows[x] > 0).any():
+                ax.set_xscale("log")
+            ax.set_ylabel("J per 1000 samples (log)")
+            ax.set_title(task, fontsize=9)
+    handles = [
+        Line2D([], [], linestyle="", **_style(t), label=t)
+        for t in ordered(frame["technique"], list(TECHNIQUES))
+    ]
+    handles.append(
+        Line2D(
+            [],
+            [],
+            linestyle="",
+            marker="o",
+            markerfacecolor="none",
+            markeredgecolor="black",
+            markersize=9,
+            label="Pareto-optimal",
+        )
+    )
+    fig.legend(handles=handles, **_LEGEND)
+    _title(fig, "Energy frontier: every cell, ringed where no other is better on all counts", frame)
+    return fig
+
+
 def save_all(summary: pd.DataFrame, figures_dir: Path, technique: str = "fp32") -> list[Path]:
     """Draw every figure of ``FIGURES`` and save it as ``figures_dir/<name>.png``.
 
@@ -384,6 +456,7 @@ def save_all(summary: pd.DataFrame, figures_dir: Path, technique: str = "fp32") 
         "glue": glue(summary),
         "throughput": throughput(summary),
         "tradeoff": tradeoff(summary, technique),
+        "frontier": frontier(summary),
     }
     paths = []
     for name in FIGURES:

@@ -677,3 +677,14 @@ def findings(summary: pd.DataFrame, baseline: str = "fp32") -> str:
     if noisy:
         lines += ["", f"{noisy} cells vary between trials more than `max_cv`: read them with care."]
     return "\n".join(lines)
+
+
+def pareto_optimal(frame: pd.DataFrame, minimize: list[str], maximize: list[str] = ()) -> pd.Series:
+    """Rows no other row beats: at least as good in every column and better in one."""
+    signs = {c: 1.0 for c in minimize} | {c: -1.0 for c in maximize}
+    values = np.column_stack([frame[c].to_numpy(dtype=float) * s for c, s in signs.items()])
+    optimal = []
+    for row in values:
+        dominated = (np.all(values <= row, axis=1) & np.any(values < row, axis=1)).any()
+        optimal.append(not dominated and not np.isnan(row).any())
+    return pd.Series(optimal, index=frame.index)

@@ -42,9 +42,12 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
 
     results = pd.read_csv(tmp_path / "results" / "results.csv")
     assert set(results["profile"]) == {"smoke"}
+    frontier = results[results["technique"] == "bf16+sdpa"]
+    assert set(frontier["padding"]) == {"bucketed"} and set(frontier["batch_size"]) == {32}
+    grid = results[results["technique"] != "bf16+sdpa"]
     assert set(results["task"]) == {"sst2", "mrpc", "stsb", "mnli_m"}
-    ok = results[results["status"] == "ok"]
-    skipped = results[results["status"] == "skipped"]
+    ok = grid[grid["status"] == "ok"]
+    skipped = grid[grid["status"] == "skipped"]
     if torch.cuda.is_available():
         assert set(ok["technique"]) == set(models.TECHNIQUES) and skipped.empty
     else:
@@ -64,18 +67,20 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
 def test_a_profile_that_narrows_techniques_runs_every_notebook(tmp_path):
     smoke = (config.PARAMS_DIR / "smoke.yaml").read_text()
     profile = tmp_path / "narrow.yaml"
-    profile.write_text(smoke + "techniques: [fp32, fp16_flash]\ntasks: [sst2]\n")
+    profile.write_text(smoke + "techniques: [fp32, fp16_flash]\ntasks: [sst2]\ncombinations: []\n")
     runs = runner.run_profile(str(profile), tmp_path / "reports")
     assert [r.status for r in runs] == ["ok"] * len(runs), [(r.stem, r.message) for r in runs]
-    int8 = tmp_path / "reports" / "executed" / "30-measure-int8.ipynb"
-    printed = "".join(o.get("text", "") for o in outputs(int8, "stream"))
-    assert "profile 'narrow' selects none of int8" in printed
+    results = pd.read_csv(tmp_path / "reports" / "results" / "results.csv")
+    assert set(results["technique"]) == {"fp32", "fp16_flash"}
+    frontier = tmp_path / "reports" / "executed" / "70-measure-frontier.ipynb"
+    printed = "".join(o.get("text", "") for o in outputs(frontier, "stream"))
+    assert "profile 'narrow' selects none combinations" in printed
 
 
 @pytest.mark.notebooks
 def test_setup_run_again_after_measure_in_one_kernel(tmp_path):
     """As in JupyterLab: run the notebook, then Setup and everything after it again."""
-    nb = runner.read_notebook(config.NOTEBOOKS_DIR / "20-measure-baseline.py")
+    nb = runner.read_notebook(config.NOTEBOOKS_DIR / "20-measure-techniques.py")
     first_setup = next(i for i, c in enumerate(nb.cells) if "Study.from_profile" in c.source)
     nb.cells += [nbformat.from_dict(json.loads(json.dumps(c))) for c in nb.cells[first_setup:]]
     for cell in nb.cells:

@@ -59,7 +59,7 @@ def error_segments(ax):
 @pytest.mark.parametrize("energy", [True, False])
 def test_every_figure_is_written(tmp_path, energy):
     paths = plots.save_all(summary(energy), tmp_path)
-    assert plots.FIGURES == ("baseline", "energy", "glue", "throughput", "tradeoff")
+    assert plots.FIGURES == ("baseline", "energy", "glue", "throughput", "tradeoff", "frontier")
     assert [p.name for p in paths] == [f"{n}.png" for n in plots.FIGURES]
     for path in paths:
         width, height = Image.open(path).size
