@@ -17,7 +17,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from effbert.models import TECHNIQUES
-from effbert.results import pareto_optimal, ratio_ci95
+from effbert.results import main_setting, pareto_optimal, ratio_ci95
 from effbert.tasks import TASKS
 
 FIGURES = ("baseline", "energy", "glue", "throughput", "tradeoff", "frontier")
@@ -75,8 +75,7 @@ def _prepare(summary: pd.DataFrame) -> pd.DataFrame:
         if column not in frame.columns:
             frame[column] = default
     frame = frame.dropna(subset=["task", "technique"])
-    if frame["batch_size"].notna().any():
-        frame = frame[frame["batch_size"] == frame["batch_size"].min()]
+    frame = main_setting(frame)
     unmeasured = frame["energy_source"].eq("none")
     frame.loc[unmeasured, [f"{ENERGY}_mean", f"{ENERGY}_ci95"]] = np.nan
     return frame.drop_duplicates(["task", "technique"])

@@ -130,13 +130,22 @@ def summary_table(
             f"no measured cell of profile {profile!r} in {reports_dir}: run "
             f"`python -m effbert run --profile {profile} --reports-dir {reports_dir}` first"
         )
-    table = results.comparison(summary)
-    if task:
-        table = table[table["task"] == task]
     if fmt == "csv":
-        return table.to_csv(index=False)
+        return _comparison(summary, task).to_csv(index=False)
     if fmt == "json":
-        return table.to_json(orient="records", indent=1)
+        return _comparison(summary, task).to_json(orient="records", indent=1)
+    return comparison_markdown(summary, task)
+
+
+def _comparison(summary: pd.DataFrame, task: str | None) -> pd.DataFrame:
+    table = results.comparison(summary)
+    return table[table["task"] == task] if task else table
+
+
+def comparison_markdown(summary: pd.DataFrame, task: str | None = None) -> str:
+    """The comparison as a Markdown table narrow enough for a page: each cell's energy with its
+    interval, its ratios to the baseline and its metric change."""
+    table = _comparison(summary, task)
     energy = [
         "" if pd.isna(m) else f"{m:.1f} ± {c:.1f}" if pd.notna(c) else f"{m:.1f}"
         for m, c in zip(table["j_per_1k_samples_mean"], table["j_per_1k_samples_ci95"], strict=True)
@@ -144,6 +153,8 @@ def summary_table(
     columns = {
         "task": "task",
         "technique": "technique",
+        "batch_size": "batch",
+        "padding": "padding",
         "energy": "energy J/1k (±95%)",
         "energy_vs_base": "energy / fp32",
         "speedup_vs_base": "speed / fp32",

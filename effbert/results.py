@@ -500,6 +500,20 @@ def ratio_ci95(a, ca, b, cb):
     return ratio, half
 
 
+def main_setting(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows at the setting (batch size, padding, max length) that holds the most
+    techniques, the smallest batch size among equals: where techniques are compared."""
+    keys = [k for k in ("batch_size", "padding", "max_length") if k in frame.columns]
+    if frame.empty or not keys or frame[keys].isna().all().all():
+        return frame
+    counts = frame.groupby(keys, dropna=False)["technique"].nunique().reset_index(name="n")
+    best = counts.sort_values(["n", "batch_size"], ascending=[False, True]).iloc[0]
+    mask = np.logical_and.reduce(
+        [frame[k].eq(best[k]) | (frame[k].isna() & pd.isna(best[k])) for k in keys]
+    )
+    return frame[mask]
+
+
 def comparison(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
     """Each cell beside the baseline at the same task and batch size: ratios and metric change."""
     keys = ["task", "batch_size", "padding", "max_length"]
@@ -545,7 +559,7 @@ def headline(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
     table = comparison(summary, baseline)
     if table.empty:
         return pd.DataFrame()
-    table = table[table["batch_size"] == table["batch_size"].min()]
+    table = main_setting(table)
     measured = table["energy_vs_base"].notna().any()
     value, half = ("energy_vs_base", "energy_vs_base_ci95") if measured else ("speedup_vs_base", "")
     table = table.assign(
@@ -632,7 +646,7 @@ def findings(summary: pd.DataFrame, baseline: str = "fp32") -> str:
     table = comparison(summary, baseline)
     if table.empty:
         return "No measured cell: nothing to conclude."
-    table = table[table["batch_size"] == table["batch_size"].min()]
+    table = main_setting(table)
     measured = table["energy_vs_base"].notna().any()
     ratio, half, what = (
         ("energy_vs_base", "energy_vs_base_ci95", "energy per sample")
@@ -641,7 +655,8 @@ def findings(summary: pd.DataFrame, baseline: str = "fp32") -> str:
     )
     ids = summary.set_index(["task", "technique", "batch_size"])["cell_id"]
     lines = [
-        f"At batch size {table['batch_size'].iloc[0]}, {what} relative to {baseline} "
+        f"At batch size {table['batch_size'].iloc[0]}, padding {table['padding'].iloc[0]} (the "
+        f"setting with the most techniques), {what} relative to {baseline} "
         f"(mean over trials, 95% interval), and the largest change of a task metric:",
         "",
     ]

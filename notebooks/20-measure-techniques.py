@@ -13,7 +13,6 @@
 #     name: python3
 # ---
 
-
 # %% [markdown]
 # # Measure the techniques
 # > Energy, throughput and task metric of each inference technique beside the fp32 baseline.

@@ -13,7 +13,6 @@
 #     name: python3
 # ---
 
-
 # %% [markdown]
 # # The energy frontier
 # > Batch size, padding, compilation and precision together: how low can energy per sample go?

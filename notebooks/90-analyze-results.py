@@ -29,7 +29,7 @@ reports_dir: str = "reports"  # results, figures and reports go here
 # The profile's records: where and with what they were measured.
 
 # %%
-from effbert import config, params, plots, results
+from effbert import config, params, plots, report, results
 
 settings = params.load(profile, inputs=False)
 baseline_technique = settings.baseline_technique
@@ -43,7 +43,9 @@ results.provenance(trials)
 # One row per cell: means with 95% confidence half-widths over the trials.
 
 # %%
-results.comparison(summary, baseline_technique)
+from IPython.display import Markdown
+
+Markdown(report.comparison_markdown(summary))
 
 # %%
 figures = plots.save_all(summary, paths["figures"], baseline_technique)
@@ -70,8 +72,6 @@ trials[trials["status"] == "skipped"][["task", "technique", "reason"]].drop_dupl
 # (ids in `results/cells/`) it comes from.
 
 # %%
-from IPython.display import Markdown
-
 Markdown(results.findings(summary, baseline_technique))
 
 # %% [markdown]

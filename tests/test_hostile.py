@@ -154,3 +154,9 @@ def test_a_truncated_cell_file_is_named(tmp_path):
     cell.write_text(cell.read_text()[:100])
     with pytest.raises(results.StoreError, match=cell.name):
         local_study(tmp_path, glue).run(["fp32"])
+
+
+def test_the_readme_table_is_the_summary_of_the_committed_records():
+    """The README's SST-2 table is printed from reports/offline-gpu, not typed by hand."""
+    table = report.summary_table("offline-gpu", "reports/offline-gpu", "sst2")
+    assert table.strip() in (config.PROJ_ROOT / "README.md").read_text()
