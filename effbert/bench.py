@@ -41,6 +41,8 @@ class Window:
     passes: int
     time_s: float
     energy_j: float
+    cpu_energy_j: float = math.nan
+    cpu_time_s: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,8 @@ def _window(run_pass, meter: energy.Meter, window_s: float, clock) -> Window:
     while passes == 0 or clock() - start < window_s:
         run_pass()
         passes += 1
-    reading = meter.end()
-    return Window(passes, reading.time_s, reading.energy_j)
+    r = meter.end()
+    return Window(passes, r.time_s, r.energy_j, r.cpu_energy_j, r.cpu_time_s)
 
 
 def trial_records(
@@ -137,6 +139,10 @@ def trial_records(
                 "j_per_1k_samples": 1000 * w.energy_j / n_samples,
                 "j_per_token": w.energy_j / n_tokens,
                 "co2_mg": 1000 * w.energy_j / J_PER_KWH * carbon_intensity_g_per_kwh,
+                "cpu_energy_j": w.cpu_energy_j,
+                "cpu_j_per_1k_samples": 1000 * w.cpu_energy_j / n_samples,
+                "cpu_time_s": w.cpu_time_s,
+                "cpu_cores_busy": w.cpu_time_s / w.time_s,
             }
         )
     return records
@@ -300,7 +306,10 @@ class Study:
     @property
     def meter(self) -> energy.Meter:
         if self._meter is None:
-            self._meter = energy.make_meter(self.torch_device, self.params.energy)
+            if self.params.scope == "end_to_end":
+                self._meter = energy.make_host_meter(self.torch_device, self.params.energy)
+            else:
+                self._meter = energy.make_meter(self.torch_device, self.params.energy)
         return self._meter
 
     @property
@@ -479,6 +488,13 @@ class Study:
             "reason": reason,
             "energy_source": self.meter.source if status == "ok" else None,
             "energy_reason": self.meter.reason if status == "ok" else None,
+            "scope": self.params.scope,
+            "cpu_energy_source": getattr(self.meter, "cpu_source", None)
+            if status == "ok"
+            else None,
+            "cpu_energy_reason": getattr(self.meter, "cpu_reason", None)
+            if status == "ok"
+            else None,
             "environment": environment.describe(self.torch_device),
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **record,
@@ -519,6 +535,8 @@ def cell_config(
         "measure": asdict(MeasureSettings.from_params(params)),
         "seed": params.seed,
         "fingerprints": fingerprints,
+        # model-scope cells keep the ids they had before scopes existed
+        **({"scope": params.scope} if params.scope != "model" else {}),
     }
 
 
@@ -546,6 +564,9 @@ def measure_cell(
     def run_pass() -> None:
         for batch in inputs:
             forward(batch)
+
+    if params.scope == "end_to_end" or cell.technique.execution == "pipeline":
+        run_pass = end_to_end_pass(prepared, tokenizer, rows, cell, params.max_length)
 
     with prepared.context():
         run_pass()  # every shape once: compilation and autotuning happen here, unmeasured
@@ -584,11 +605,75 @@ def measure_cell(
         "state_before": state_before,
         "state_after": state_after,
         "axes": cell.technique.axes,
+        "scope": params.scope,
         "prepare_s": prepare_s,
         "peak_memory_mb": peak_memory_mb,
         "kernels": kernels,
         "fallback": kernels.get("fallback"),
     }
+
+
+def end_to_end_pass(prepared, tokenizer, rows, cell: Cell, max_length: int) -> Callable:
+    """A pass from raw text to labels on the host: tokenization, batching, the copy to the
+    device, the forward pass and the arg-max back, for every row.
+
+    effbert's own path tokenizes the next batch in a background thread (fast tokenizers release
+    the GIL) while the device computes, sorts rows by length first for ``bucketed`` padding, and
+    copies from pinned memory without blocking. The ``pipeline`` execution hands the same model
+    to ``transformers.pipeline("text-classification")`` as a user would.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = rows["text_a"].tolist()
+    pairs = None if rows["text_b"].isna().all() else rows["text_b"].tolist()
+    device = prepared.device
+    if cell.technique.execution == "pipeline":
+        from transformers import pipeline
+
+        pipe = pipeline(
+            "text-classification", model=prepared.model, tokenizer=tokenizer, device=device
+        )
+        items = (
+            texts
+            if pairs is None
+            else [{"text": a, "text_pair": b} for a, b in zip(texts, pairs, strict=True)]
+        )
+
+        def run_pipeline() -> None:
+            pipe(items, batch_size=cell.batch_size, truncation=True, max_length=max_length)
+
+        return run_pipeline
+    order = list(range(len(texts)))
+    if cell.padding == "bucketed":
+        order.sort(key=lambda i: len(texts[i]) + len(pairs[i] if pairs else ""))
+    chunks = [order[i : i + cell.batch_size] for i in range(0, len(order), cell.batch_size)]
+    pin = device.type == "cuda"
+    forward = prepared.forward()
+    pool = ThreadPoolExecutor(max_workers=1)
+
+    def tokenize(chunk: list[int]) -> dict:
+        encoded = tokenizer(
+            [texts[i] for i in chunk],
+            [pairs[i] for i in chunk] if pairs else None,
+            truncation=True,
+            max_length=max_length,
+            padding="max_length" if cell.padding == "max_length" else "longest",
+            return_tensors="pt",
+        )
+        keep = ("input_ids", "attention_mask")
+        return {k: encoded[k].pin_memory() if pin else encoded[k] for k in keep}
+
+    def run_e2e() -> None:
+        labels = []
+        pending = pool.submit(tokenize, chunks[0])
+        for i in range(len(chunks)):
+            host = pending.result()
+            if i + 1 < len(chunks):
+                pending = pool.submit(tokenize, chunks[i + 1])
+            batch = {k: v.to(device, non_blocking=True) for k, v in host.items()}
+            labels.append(forward(batch).argmax(-1).cpu())
+
+    return run_e2e
 
 
 # Substrings of CUDA kernel names that show which path ran.

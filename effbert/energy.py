@@ -26,10 +26,13 @@ class EnergyError(RuntimeError):
 
 @dataclass(frozen=True)
 class Reading:
-    """One measurement window."""
+    """One measurement window: the device's energy, and for end-to-end windows the host's CPU
+    package and DRAM energy (NaN where RAPL is not readable) and this process's CPU time."""
 
     time_s: float
     energy_j: float
+    cpu_energy_j: float = float("nan")
+    cpu_time_s: float = float("nan")
 
 
 class Meter(Protocol):
@@ -97,6 +100,45 @@ class ZeusMeter:
                 f"than the energy counter's update period (~{COUNTER_PERIOD_S} s)"
             )
         return Reading(m.time, energy_j)
+
+
+class HostMeter:
+    """End-to-end windows: the device's meter, the host CPU's RAPL counters where readable, and
+    the CPU time of this process (tokenizer threads included), read at the same window ends."""
+
+    def __init__(self, device_meter: Meter, cpu_meter: Meter) -> None:
+        self.device_meter, self.cpu_meter = device_meter, cpu_meter
+        self.device = device_meter.device
+        self.source, self.reason = device_meter.source, device_meter.reason
+        self.cpu_source, self.cpu_reason = cpu_meter.source, cpu_meter.reason
+        self._cpu_start_s = 0.0
+
+    def begin(self) -> None:
+        self.device_meter.begin()
+        if self.cpu_meter is not self.device_meter:
+            self.cpu_meter.begin()
+        self._cpu_start_s = time.process_time()
+
+    def end(self) -> Reading:
+        reading = self.device_meter.end()
+        cpu = reading if self.cpu_meter is self.device_meter else self.cpu_meter.end()
+        return Reading(
+            reading.time_s,
+            reading.energy_j,
+            cpu.energy_j,
+            time.process_time() - self._cpu_start_s,
+        )
+
+
+def make_host_meter(device: torch.device, energy: str = "auto") -> HostMeter:
+    """A ``HostMeter`` for ``device``: on a GPU, NVML plus RAPL where readable (a null CPU meter
+    that says why not, otherwise); on a CPU the one RAPL meter serves both."""
+    device_meter = make_meter(device, energy)
+    if device.type != "cuda":
+        return HostMeter(device_meter, device_meter)
+    if energy == "none":
+        return HostMeter(device_meter, NullMeter(torch.device("cpu"), "energy: none"))
+    return HostMeter(device_meter, make_meter(torch.device("cpu"), "auto"))
 
 
 def make_meter(device: torch.device, energy: str = "auto") -> Meter:

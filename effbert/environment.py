@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.metadata
 import logging
@@ -124,7 +125,9 @@ def gpu_state(device: torch.device) -> dict[str, float]:
 def _log_file(path: Path):
     """One append handle per log, open for the process: loggers set up while capturing keep it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+    handle = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+    atexit.register(handle.close)
+    return handle
 
 
 @contextlib.contextmanager

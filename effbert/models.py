@@ -43,7 +43,7 @@ ATTENTIONS: dict[str, dict] = {
     "sdpa": {"attention": "sdpa"},
     "flash": {"attention": "sdpa", "fused_attention_only": True},
 }
-EXECUTIONS = ("eager", "compile", "compile_max")
+EXECUTIONS = ("eager", "compile", "compile_max", "pipeline")
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,9 @@ class Technique:
         precision: a key of ``PRECISIONS`` (weights dtype, autocast, TF32, quantization).
         attention: a key of ``ATTENTIONS``: eager, SDPA as PyTorch chooses, or SDPA
             restricted to its fused kernels (flash, memory-efficient).
-        execution: ``eager``, ``compile`` (``torch.compile``, dynamic shapes) or
-            ``compile_max`` (``max-autotune-no-cudagraphs``).
+        execution: ``eager``, ``compile`` (``torch.compile``, dynamic shapes),
+            ``compile_max`` (``max-autotune-no-cudagraphs``) or ``pipeline`` (the transformers
+            ``text-classification`` pipeline, raw text in and labels out: what a user writes).
     """
 
     name: str
@@ -383,7 +384,7 @@ def prepare(
         model = quantize_int8(model)
     elif technique.quantize:
         model = quantize(model, technique.quantize)
-    if technique.execution != "eager":
+    if technique.execution in ("compile", "compile_max"):
         mode = "max-autotune-no-cudagraphs" if technique.execution == "compile_max" else None
         model = torch.compile(model, mode=mode, dynamic=True)
     return Prepared(model, technique, device, order)

@@ -112,6 +112,12 @@ class Params:
         "cells beyond the grid: [{technique: bf16+flash+compile, batch_size: 512, padding: "
         "bucketed}, ...] (measured by 70-frontier)",
     )
+    scope: str = _param(
+        "model",
+        "model (forward passes on tokens already on the device) or end_to_end (raw text to "
+        "labels: tokenization, copies, forward, arg-max; CPU energy where RAPL is readable)",
+        choices=("model", "end_to_end"),
+    )
     kernel_check: bool = _param(
         True, "record the kernels each cell ran (torch.profiler, outside the windows; CUDA)"
     )

@@ -47,6 +47,10 @@ TRIAL_COLUMNS = [
     "j_per_1k_samples",
     "j_per_token",
     "co2_mg",
+    "cpu_energy_j",
+    "cpu_j_per_1k_samples",
+    "cpu_time_s",
+    "cpu_cores_busy",
 ]
 IDENTITY_COLUMNS = [
     "profile",
@@ -73,6 +77,9 @@ CELL_COLUMNS = [
     "data_fingerprint",
     "checkpoint_fingerprint",
     "legacy",
+    "scope",
+    "cpu_energy_source",
+    "cpu_energy_reason",
     "precision",
     "attention",
     "execution",
@@ -82,7 +89,16 @@ CELL_COLUMNS = [
     "cell_id",
     "measured_at",
 ]
-SUMMARY_KEYS = ["profile", "task", "technique", "batch_size", "padding", "max_length", "cell_id"]
+SUMMARY_KEYS = [
+    "profile",
+    "task",
+    "technique",
+    "batch_size",
+    "padding",
+    "max_length",
+    "scope",
+    "cell_id",
+]
 SUMMARY_MEASURES = [
     "time_s",
     "energy_j",
@@ -92,6 +108,8 @@ SUMMARY_MEASURES = [
     "dynamic_j_per_1k_samples",
     "j_per_token",
     "co2_mg",
+    "cpu_j_per_1k_samples",
+    "cpu_cores_busy",
 ]
 SUMMARY_COLUMNS = [
     *SUMMARY_KEYS,
@@ -250,6 +268,9 @@ def trial_rows(cells: list[dict[str, Any]]) -> pd.DataFrame:
             "checkpoint_fingerprint": config.get("fingerprints", {}).get("checkpoint"),
             # made before cells were identified by their inputs' fingerprints: shown, never reused
             "legacy": "fingerprints" not in config,
+            "scope": cell.get("scope", "model"),
+            "cpu_energy_source": cell.get("cpu_energy_source"),
+            "cpu_energy_reason": cell.get("cpu_energy_reason"),
             **cell.get("axes", {}),
             "prepare_s": cell.get("prepare_s"),
             "peak_memory_mb": cell.get("peak_memory_mb"),
@@ -503,7 +524,7 @@ def ratio_ci95(a, ca, b, cb):
 def main_setting(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows at the setting (batch size, padding, max length) that holds the most
     techniques, the smallest batch size among equals: where techniques are compared."""
-    keys = [k for k in ("batch_size", "padding", "max_length") if k in frame.columns]
+    keys = [k for k in ("batch_size", "padding", "max_length", "scope") if k in frame.columns]
     if frame.empty or not keys or frame[keys].isna().all().all():
         return frame
     counts = frame.groupby(keys, dropna=False)["technique"].nunique().reset_index(name="n")
@@ -516,7 +537,7 @@ def main_setting(frame: pd.DataFrame) -> pd.DataFrame:
 
 def comparison(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
     """Each cell beside the baseline at the same task and batch size: ratios and metric change."""
-    keys = ["task", "batch_size", "padding", "max_length"]
+    keys = ["task", "batch_size", "padding", "max_length", "scope"]
     summary = _with_columns(summary, SUMMARY_COLUMNS)
     base = summary[summary["technique"] == baseline][
         keys

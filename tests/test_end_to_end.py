@@ -1,0 +1,74 @@
+"""The end-to-end scope: raw text in, labels out, tokenization inside the energy window."""
+
+import time
+
+import pytest
+
+from effbert import bench, models, params
+
+
+def e2e_study(tmp_path, **overrides):
+    values = dict(
+        profile="e2e",
+        data_source="synthetic",
+        model="tiny-random",
+        tasks=["sst2"],
+        techniques=["fp32"],
+        batch_sizes=[8],
+        max_samples=32,
+        max_length=32,
+        warmup_s=0.0,
+        trials=2,
+        min_window_s=0.2,
+        idle_s=0,
+        latency_batches=1,
+        metrics_backend="sklearn",
+        energy="none",
+        scope="end_to_end",
+    )
+    return bench.Study(params.validate({**values, **overrides}), str(tmp_path / "reports"))
+
+
+class SlowTokenizer:
+    """The tiny tokenizer, 50 ms slower per call: stands for tokenization work."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, *args, **kwargs):
+        time.sleep(0.05)
+        return self.tokenizer(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def test_the_window_holds_the_tokenization(tmp_path, monkeypatch):
+    real = models.load_tokenizer
+    monkeypatch.setattr(models, "load_tokenizer", lambda c: SlowTokenizer(real(c)))
+    e2e = e2e_study(tmp_path).run(["fp32"])
+    forward_only = e2e_study(tmp_path, scope="model").run(["fp32"])
+    per_pass = (e2e["time_s"] / e2e["passes"]).min()
+    assert per_pass >= 4 * 0.05  # 32 rows in 4 batches, each tokenized inside the window
+    assert (forward_only["time_s"] / forward_only["passes"]).max() < per_pass / 2
+    assert set(e2e["scope"]) == {"end_to_end"} and set(forward_only["scope"]) == {"model"}
+    assert e2e["cell_id"].iloc[0] != forward_only["cell_id"].iloc[0]
+    assert (e2e["cpu_time_s"] > 0).all() and (e2e["cpu_cores_busy"] > 0).all()
+
+
+def test_the_transformers_pipeline_is_a_technique_with_the_same_metric(tmp_path):
+    study = e2e_study(tmp_path, techniques=["fp32", "pipeline"])
+    trials = study.run(["fp32", "pipeline"])
+    ok = trials[trials["status"] == "ok"]
+    assert set(ok["technique"]) == {"fp32", "pipeline"}
+    metrics = ok.drop_duplicates("technique").set_index("technique")["metric_value"]
+    assert metrics["pipeline"] == pytest.approx(metrics["fp32"])
+    assert set(ok["execution"]) == {"eager", "pipeline"}
+    study.check(trials)
+
+
+def test_without_a_cpu_counter_the_record_says_why(tmp_path):
+    trials = e2e_study(tmp_path).run(["fp32"])
+    assert trials["cpu_energy_j"].isna().all()
+    assert set(trials["cpu_energy_source"]) == {"none"}
+    assert trials["cpu_energy_reason"].str.len().gt(0).all()
