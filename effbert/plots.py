@@ -214,22 +214,32 @@ def _relative(rows: pd.DataFrame, technique: str) -> pd.DataFrame:
     return other
 
 
-def energy(summary: pd.DataFrame, technique: str = "fp32") -> Figure:
-    """Energy per sample of each technique relative to the baseline, per task."""
+def _ratios(summary: pd.DataFrame, technique: str, what: str):
+    """Energy ratios to ``technique`` (and None), or (None and) a figure saying why none exist."""
     rows = _prepare(summary)
     if not _has_energy(rows):
-        return _no_energy(rows)
+        return None, _no_energy(rows)
     relative = _relative(rows, technique)
     relative = relative[relative["ratio"].notna()]
     if relative.empty:
-        return _message(f"No technique was measured beside {technique}, so there is no ratio.")
+        return None, _message(
+            f"No technique was measured beside {technique}, so there is no {what}."
+        )
+    return relative, None
+
+
+def energy(summary: pd.DataFrame, technique: str = "fp32") -> Figure:
+    """Energy per sample of each technique relative to the baseline, per task."""
+    relative, why = _ratios(summary, technique, "ratio")
+    if why is not None:
+        return why
     table, errors = _tables(relative, "ratio", "ratio_ci95")
     fig = _bar_figure(
         table,
         errors,
         f"energy per sample / {technique}",
         f"Energy per sample relative to {technique} (below 1 saves energy)",
-        rows,
+        relative,
         "95% interval of the ratio, from both cells' intervals",
     )
     fig.axes[0].axhline(1.0, color="black", lw=0.8, ls="--")
@@ -275,13 +285,9 @@ def tradeoff(summary: pd.DataFrame, technique: str = "fp32") -> Figure:
     Left of the dashed vertical line saves energy; above the dashed horizontal line the task's
     own metric improved. The baseline sits where the lines cross.
     """
-    rows = _prepare(summary)
-    if not _has_energy(rows):
-        return _no_energy(rows)
-    relative = _relative(rows, technique)
-    relative = relative[relative["ratio"].notna()]
-    if relative.empty:
-        return _message(f"No technique was measured beside {technique}, so there is no trade-off.")
+    relative, why = _ratios(summary, technique, "trade-off")
+    if why is not None:
+        return why
     tasks = ordered(relative["task"], TASKS)
     ncols = min(3, len(tasks))
     nrows = math.ceil(len(tasks) / ncols)
@@ -329,7 +335,7 @@ def tradeoff(summary: pd.DataFrame, technique: str = "fp32") -> Figure:
         fig,
         f"Energy vs task metric, relative to {technique} (x bars: {bars})\n"
         "left of 1 uses less energy, above 0 scores better",
-        rows,
+        relative,
     )
     return fig
 

@@ -89,16 +89,7 @@ CELL_COLUMNS = [
     "cell_id",
     "measured_at",
 ]
-SUMMARY_KEYS = [
-    "profile",
-    "task",
-    "technique",
-    "batch_size",
-    "padding",
-    "max_length",
-    "scope",
-    "cell_id",
-]
+SUMMARY_KEYS = [*IDENTITY_COLUMNS[:6], "scope", "cell_id"]
 SUMMARY_MEASURES = [
     "time_s",
     "energy_j",

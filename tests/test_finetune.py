@@ -15,12 +15,15 @@ def base_model(tmp_path):
     return folder
 
 
-def plan(**values):
-    return finetune.Plan(params.validate({"data_source": "synthetic", **values}))
+def plan(tmp_path, **values):
+    values = {"data_source": "synthetic", **values}
+    return finetune.Plan(params.validate(values), str(tmp_path / "reports"))
 
 
-def test_plan_settings_take_each_task_its_own_seed_and_rate():
-    p = plan(tasks=["sst2", "rte"], seed=7, finetune={"rte": {"seed": 2}, "sst2": {"lr": 2e-5}})
+def test_plan_settings_take_each_task_its_own_seed_and_rate(tmp_path):
+    p = plan(
+        tmp_path, tasks=["sst2", "rte"], seed=7, finetune={"rte": {"seed": 2}, "sst2": {"lr": 2e-5}}
+    )
     sst2, rte = p.settings(get_task("sst2")), p.settings(get_task("rte"))
     assert (sst2.seed, sst2.lr) == (7, 2e-5)
     assert (rte.seed, rte.lr) == (2, 3e-5)
@@ -94,7 +97,7 @@ def test_finetune_saves_a_glue_labelled_checkpoint_and_reuses_it(tmp_path, base_
 
 
 def test_plan_without_base_model_trains_nothing(tmp_path):
-    p = plan(tasks=["sst2"])
+    p = plan(tmp_path, tasks=["sst2"])
     reports = p.run()
     assert reports.empty and list(reports.columns)[:3] == ["task", "metric", "dev_metric"]
     p.check(reports)
@@ -102,6 +105,7 @@ def test_plan_without_base_model_trains_nothing(tmp_path):
 
 def test_plan_fine_tunes_each_model_task_once(tmp_path, base_model):
     p = plan(
+        tmp_path,
         tasks=["mnli_m", "mnli_mm"],
         base_model=str(base_model),
         checkpoints_dir=str(tmp_path / "ckpt"),
