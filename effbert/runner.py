@@ -160,16 +160,16 @@ def run_profile(
         if path not in selected:
             continue
         injected = {k: v for k, v in given.items() if k in declared[path]}
-        print(f"[{number}/{len(paths)}] {path.stem} ...", end=" ", flush=True)
         start = time.perf_counter()
         try:
             run.status, run.message = _execute(path, injected, out)
         except KeyboardInterrupt:
             run.status, run.message = "interrupted", "stopped by Ctrl-C"
-            print("interrupted")
+            print(f"[{number}/{len(paths)}] {path.stem}: interrupted")
             report.write_index(out["root"], runs, params.profile, params.baseline_technique)
             raise RunInterrupted(_resume_hint(params, out, profile_name)) from None
-        print(f"{run.status} ({time.perf_counter() - start:.0f} s)")
+        elapsed_s = time.perf_counter() - start
+        print(f"[{number}/{len(paths)}] {path.stem}: {run.status} ({elapsed_s:.0f} s)", flush=True)
     report.write_index(out["root"], runs, params.profile, params.baseline_technique)
     print(report.closing_summary(out["root"], runs, params.profile, params.baseline_technique))
     return runs
@@ -238,7 +238,8 @@ def _execute(path: Path, parameters: dict[str, Any], out: dict[str, Path]) -> tu
             parameters=parameters,
             kernel_name="python3",
             cwd=str(path.parent),
-            progress_bar=False,
+            # notebook cells done, on one line that clears itself; the run line follows
+            progress_bar={"desc": f"  {path.stem}", "leave": False, "file": sys.stderr},
             log_output=False,
             kernel_manager_class=_kernel_manager(out["logs"] / "kernels.log"),
         )
