@@ -83,22 +83,31 @@ def measure_windows(
 ) -> list[Window]:
     """Warm up, then measure ``settings.trials`` windows of whole passes."""
     settings.check(meter)
+    warm_up(run_pass, settings, clock)
+    return [measure_window(run_pass, meter, settings, clock) for _ in range(settings.trials)]
+
+
+def warm_up(run_pass: Callable[[], None], settings: MeasureSettings, clock=time.perf_counter):
+    """Whole passes, unmeasured, for at least ``warmup_s`` (one pass at least)."""
     start, passes = clock(), 0
     while passes == 0 or clock() - start < settings.warmup_s:
         run_pass()
         passes += 1
-    windows = []
-    for _ in range(settings.trials):
-        window_s = settings.min_window_s
-        for attempt in range(settings.max_retries + 1):
-            try:
-                windows.append(_window(run_pass, meter, window_s, clock))
-                break
-            except energy.EnergyError:
-                if attempt == settings.max_retries:
-                    raise
-                window_s *= 2
-    return windows
+
+
+def measure_window(
+    run_pass: Callable[[], None], meter: energy.Meter, settings: MeasureSettings, clock
+) -> Window:
+    """One window of whole passes; one that reads 0 J is measured again, twice as long."""
+    window_s = settings.min_window_s
+    for attempt in range(settings.max_retries + 1):
+        try:
+            return _window(run_pass, meter, window_s, clock)
+        except energy.EnergyError:
+            if attempt == settings.max_retries:
+                raise
+            window_s *= 2
+    raise AssertionError("unreachable")
 
 
 def _window(run_pass, meter: energy.Meter, window_s: float, clock) -> Window:
@@ -393,13 +402,76 @@ class Study:
             cells, desc=self.params.profile, unit="cell", mininterval=5.0, file=sys.stdout
         )
         with environment.captured(self.log_path):
-            for cell in progress:
-                progress.set_postfix_str(
-                    f"{cell.task.name} {cell.technique.name} bs={cell.batch_size}", refresh=False
-                )
-                records.append(self._run_cell(cell))
+            if self.params.order == "interleaved":
+                for task in self.params.tasks:
+                    records += self._run_interleaved([c for c in cells if c.task.name == task])
+                    progress.update(sum(c.task.name == task for c in cells))
+            else:
+                for cell in progress:
+                    progress.set_postfix_str(
+                        f"{cell.task.name} {cell.technique.name} bs={cell.batch_size}",
+                        refresh=False,
+                    )
+                    records.append(self._run_cell(cell))
+        progress.close()
         results.write_tables(self.paths["results"], self.paths["cells"])
         return results.trial_rows(records)
+
+    def _run_interleaved(self, cells: list[Cell]) -> list[dict]:
+        """A task's cells, prepared together, take their windows in rounds: each round every
+        cell one window, in a seeded random order, so drift in GPU temperature and clocks hits
+        all techniques alike. Each trial records its place in that order and the GPU's state."""
+        import random
+
+        records, runs = [], []
+        for cell in cells:
+            done = results.find_cell(self.paths["cells"], cell.config)
+            if done and done["status"] == "ok" and not self.force:
+                records.append(done)
+                continue
+            reason = self._skip_reason(cell)
+            if reason is not None:
+                records.append(self._save(cell.config, status="skipped", reason=reason))
+                continue
+            run = self._guarded(
+                cell,
+                lambda c=cell: CellRun(
+                    c, self.rows(c.task), self.params, self.meter, self.label_map_for(c.task)
+                ),
+            )
+            if isinstance(run, dict):
+                records.append(run)
+            else:
+                runs.append(run)
+        idle_power_w = self.idle_power_w if runs else math.nan
+        live = [r for r in runs if not isinstance(self._guarded(r.cell, r.warm_up), dict)]
+        rng = random.Random(f"{self.params.profile}/{cells[0].task.name}/{self.params.seed}")
+        for trial in range(self.params.trials):
+            order = rng.sample(live, len(live))
+            for position, run in enumerate(order, start=trial * len(order)):
+                failed = self._guarded(run.cell, lambda r=run, p=position: r.window(p))
+                if isinstance(failed, dict):
+                    records.append(failed)
+                    live.remove(run)
+        for run in live:
+            record = self._guarded(run.cell, lambda r=run: r.finish(idle_power_w))
+            ok = not (isinstance(record, dict) and record.get("status") == "failed")
+            records.append(self._save(run.cell.config, status="ok", **record) if ok else record)
+        if self.torch_device.type == "cuda":
+            torch.cuda.empty_cache()
+        return records
+
+    def _guarded(self, cell: Cell, step: Callable):
+        """``step()``, or the cell's saved ``failed`` record where the technique broke; wrong
+        inputs (data, checkpoint, settings) stop the run."""
+        try:
+            return step()
+        except (data.DataError, models.ModelError, ValueError):
+            raise
+        except Exception as err:
+            logger.exception("%s %s failed", cell.task.name, cell.technique.name)
+            reason = f"{type(err).__name__}: {err}"
+            return self._save(cell.config, status="failed", reason=reason)
 
     def recorded(self) -> pd.DataFrame:
         """Every recorded trial row of this profile (an empty table before the first cell)."""
@@ -461,24 +533,22 @@ class Study:
         if reason is not None:
             return self._save(cell.config, status="skipped", reason=reason)
         try:
-            record = measure_cell(
+            record = self._guarded(
                 cell,
-                self.rows(cell.task),
-                self.params,
-                self.meter,
-                self.idle_power_w,
-                self.label_map_for(cell.task),
+                lambda: measure_cell(
+                    cell,
+                    self.rows(cell.task),
+                    self.params,
+                    self.meter,
+                    self.idle_power_w,
+                    self.label_map_for(cell.task),
+                ),
             )
-        except (data.DataError, models.ModelError, ValueError):
-            raise  # the profile's inputs are wrong: stop and say so
-        except Exception as err:  # the technique broke on this device: record it, go on
-            logger.exception(
-                "%s %s bs=%s failed", cell.task.name, cell.technique.name, cell.batch_size
-            )
-            return self._save(cell.config, status="failed", reason=f"{type(err).__name__}: {err}")
         finally:
             if self.torch_device.type == "cuda":
                 torch.cuda.empty_cache()  # the cell's model is gone; free its memory
+        if record.get("status") == "failed":
+            return record
         return self._save(cell.config, status="ok", **record)
 
     def _save(self, config: dict, status: str, reason: str = "", **record) -> dict:
@@ -535,9 +605,105 @@ def cell_config(
         "measure": asdict(MeasureSettings.from_params(params)),
         "seed": params.seed,
         "fingerprints": fingerprints,
-        # model-scope cells keep the ids they had before scopes existed
+        # cells measured the default way keep the ids they had before these settings existed
         **({"scope": params.scope} if params.scope != "model" else {}),
+        **({"order": params.order} if params.order != "sequential" else {}),
     }
+
+
+class CellRun:
+    """One cell's model ready to measure: prepared, and run once over every batch shape
+    (compilation and autotuning happen there, unmeasured). Windows are taken one at a time, so
+    the cells of a task can take theirs in interleaved rounds."""
+
+    def __init__(self, cell: Cell, rows, params: Params, meter, label_map=None) -> None:
+        self.cell, self.rows, self.params, self.meter = cell, rows, params, meter
+        self.settings = MeasureSettings.from_params(params)
+        self.settings.check(meter)
+        device = self.device = meter.device
+        self.tokenizer = models.load_tokenizer(cell.checkpoint)
+        self.batches = data.make_batches(
+            self.tokenizer, rows, cell.batch_size, cell.padding, params.max_length
+        )
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        start = time.perf_counter()
+        self.prepared = models.prepare(
+            cell.checkpoint, cell.task, cell.technique, device, label_map, params.seed
+        )
+        self.inputs = [b.to(device).inputs() for b in self.batches]
+        self.forward = self.prepared.forward()
+        if params.scope == "end_to_end" or cell.technique.execution == "pipeline":
+            self.run_pass = end_to_end_pass(
+                self.prepared, self.tokenizer, rows, cell, params.max_length
+            )
+        with self.prepared.context():
+            self.run_pass()
+            energy.synchronize(device)
+        self.prepare_s = time.perf_counter() - start
+        self.windows: list[Window] = []
+        self.window_facts: list[dict] = []
+
+    def run_pass(self) -> None:
+        forward = self.forward
+        for batch in self.inputs:
+            forward(batch)
+
+    def warm_up(self) -> None:
+        with self.prepared.context():
+            warm_up(self.run_pass, self.settings)
+
+    def window(self, position: int = 0) -> None:
+        """One measured window; ``position`` is its place in the task's order of windows."""
+        facts = {"order": position, **environment.gpu_state(self.device)}
+        with self.prepared.context():
+            window = measure_window(self.run_pass, self.meter, self.settings, time.perf_counter)
+        self.windows.append(window)
+        self.window_facts.append(facts)
+
+    def finish(self, idle_power_w: float) -> dict:
+        """Latency, kernels and the task metric, outside the windows; the cell's record."""
+        cell, params, device = self.cell, self.params, self.device
+        state_after = environment.gpu_state(device)
+        with self.prepared.context():
+            latency = latency_ms(self.forward, self.inputs, device, params.latency_batches)
+            check = params.kernel_check and device.type == "cuda"
+            kernels = kernel_record(self.run_pass, cell.technique, device) if check else {}
+        cuda = device.type == "cuda"
+        peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
+        logits = self.prepared.predict(self.batches, len(self.rows))
+        scores, backend = metrics.compute(
+            cell.task, logits, self.rows["label"].to_numpy(), params.metrics_backend
+        )
+        trials = trial_records(
+            self.windows,
+            sum(b.n_samples for b in self.batches),
+            sum(b.n_tokens for b in self.batches),
+            idle_power_w,
+            params.carbon_intensity_g_per_kwh,
+        )
+        trials = [{**t, **facts} for t, facts in zip(trials, self.window_facts, strict=True)]
+        cv = variation(trials)
+        return {
+            "trials": trials,
+            "metric": cell.task.primary_metric,
+            "metric_value": scores[cell.task.primary_metric],
+            "metrics": scores,
+            "metrics_backend": backend,
+            "latency": latency,
+            "idle_power_w": idle_power_w,
+            "cv": cv,
+            "cv_flag": bool(cv > params.max_cv),
+            "state_before": {k: v for k, v in self.window_facts[0].items() if k != "order"},
+            "state_after": state_after,
+            "axes": cell.technique.axes,
+            "scope": params.scope,
+            "order": params.order,
+            "prepare_s": self.prepare_s,
+            "peak_memory_mb": peak_memory_mb,
+            "kernels": kernels,
+            "fallback": kernels.get("fallback"),
+        }
 
 
 def measure_cell(
@@ -548,69 +714,12 @@ def measure_cell(
     idle_power_w: float,
     label_map: list[str] | None = None,
 ) -> dict:
-    """Warm up, measure the energy windows, then latency and the task metric outside them."""
-    device = meter.device
-    tokenizer = models.load_tokenizer(cell.checkpoint)
-    batches = data.make_batches(tokenizer, rows, cell.batch_size, cell.padding, params.max_length)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    prepared = models.prepare(
-        cell.checkpoint, cell.task, cell.technique, device, label_map, params.seed
-    )
-    inputs = [b.to(device).inputs() for b in batches]
-    forward = prepared.forward()
-
-    def run_pass() -> None:
-        for batch in inputs:
-            forward(batch)
-
-    if params.scope == "end_to_end" or cell.technique.execution == "pipeline":
-        run_pass = end_to_end_pass(prepared, tokenizer, rows, cell, params.max_length)
-
-    with prepared.context():
-        run_pass()  # every shape once: compilation and autotuning happen here, unmeasured
-        energy.synchronize(device)
-        prepare_s = time.perf_counter() - start
-        state_before = environment.gpu_state(device)
-        windows = measure_windows(run_pass, meter, MeasureSettings.from_params(params))
-        state_after = environment.gpu_state(device)
-        latency = latency_ms(forward, inputs, device, params.latency_batches)
-        check = params.kernel_check and device.type == "cuda"
-        kernels = kernel_record(run_pass, cell.technique, device) if check else {}
-    cuda = device.type == "cuda"
-    peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
-    logits = prepared.predict(batches, len(rows))
-    scores, backend = metrics.compute(
-        cell.task, logits, rows["label"].to_numpy(), params.metrics_backend
-    )
-    trials = trial_records(
-        windows,
-        sum(b.n_samples for b in batches),
-        sum(b.n_tokens for b in batches),
-        idle_power_w,
-        params.carbon_intensity_g_per_kwh,
-    )
-    cv = variation(trials)
-    return {
-        "trials": trials,
-        "metric": cell.task.primary_metric,
-        "metric_value": scores[cell.task.primary_metric],
-        "metrics": scores,
-        "metrics_backend": backend,
-        "latency": latency,
-        "idle_power_w": idle_power_w,
-        "cv": cv,
-        "cv_flag": bool(cv > params.max_cv),
-        "state_before": state_before,
-        "state_after": state_after,
-        "axes": cell.technique.axes,
-        "scope": params.scope,
-        "prepare_s": prepare_s,
-        "peak_memory_mb": peak_memory_mb,
-        "kernels": kernels,
-        "fallback": kernels.get("fallback"),
-    }
+    """Prepare, warm up, measure the energy windows, then latency and the metric outside them."""
+    run = CellRun(cell, rows, params, meter, label_map)
+    run.warm_up()
+    for trial in range(params.trials):
+        run.window(trial)
+    return run.finish(idle_power_w)
 
 
 def end_to_end_pass(prepared, tokenizer, rows, cell: Cell, max_length: int) -> Callable:

@@ -118,6 +118,12 @@ class Params:
         "labels: tokenization, copies, forward, arg-max; CPU energy where RAPL is readable)",
         choices=("model", "end_to_end"),
     )
+    order: str = _param(
+        "sequential",
+        "sequential (each cell's trials back to back) or interleaved (a task's cells take "
+        "their windows in seeded random rounds, so drift hits every technique alike)",
+        choices=("sequential", "interleaved"),
+    )
     kernel_check: bool = _param(
         True, "record the kernels each cell ran (torch.profiler, outside the windows; CUDA)"
     )

@@ -227,3 +227,22 @@ def test_a_checkpoint_that_finetuning_will_train_counts_as_planned(tmp_path):
     assert inputs.loc[0, "problem"] == ""
     assert inputs.loc[0, "checkpoint"].startswith("planned: ")
     study.check_inputs(inputs)
+
+
+def test_interleaved_rounds_spread_each_cells_trials_over_the_task(tmp_path):
+    study = small_study(tmp_path, order="interleaved", trials=3, techniques=["fp32", "int8"])
+    trials = study.run(["fp32", "int8"])
+    ok = trials[trials["status"] == "ok"]
+    assert len(ok) == 2 * 2 * 3  # tasks x techniques x trials
+    for _task, rows in ok.groupby("task"):
+        assert sorted(rows["order"]) == list(range(6))  # one order over the task's windows
+        assert set(rows.groupby("technique")["order"].min()) == {0, 1}  # round 1 holds both
+    sequential = small_study(tmp_path, trials=3, techniques=["fp32", "int8"]).run(["fp32"])
+    interleaved_fp32 = ok[ok["technique"] == "fp32"].drop_duplicates("task")
+    assert list(interleaved_fp32["metric_value"]) == list(
+        sequential.drop_duplicates("task")["metric_value"]
+    )
+    assert set(sequential["cell_id"]).isdisjoint(ok["cell_id"])  # the order is recorded
+    again = small_study(tmp_path, order="interleaved", trials=3, techniques=["fp32", "int8"])
+    assert len(again.run(["fp32", "int8"])) == len(trials)  # finished cells are read back
+    study.check(trials)
