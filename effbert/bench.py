@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from effbert import config as cfg
-from effbert import data, energy, environment, metrics, models, results
+from effbert import data, energy, environment, metrics, models, packed, results
 from effbert.params import ALL, MEASURE, Params, load
 from effbert.tasks import GlueTask, get_task
 
@@ -607,6 +607,13 @@ def cell_config(
         "fingerprints": fingerprints,
         # cells measured the default way keep the ids they had before these settings existed
         **({"scope": params.scope} if params.scope != "model" else {}),
+        **(
+            {"tokenize_workers": params.tokenize_workers}
+            if params.scope == "end_to_end"
+            and params.tokenize_workers != 1
+            and models.get_technique(technique).execution != "pipeline"
+            else {}
+        ),
         **({"order": params.order} if params.order != "sequential" else {}),
     }
 
@@ -631,11 +638,16 @@ class CellRun:
         self.prepared = models.prepare(
             cell.checkpoint, cell.task, cell.technique, device, label_map, params.seed
         )
-        self.inputs = [b.to(device).inputs() for b in self.batches]
+        self.inputs = [self.prepared.inputs(b) for b in self.batches]
         self.forward = self.prepared.forward()
         if params.scope == "end_to_end" or cell.technique.execution == "pipeline":
             self.run_pass = end_to_end_pass(
-                self.prepared, self.tokenizer, rows, cell, params.max_length
+                self.prepared,
+                self.tokenizer,
+                rows,
+                cell,
+                params.max_length,
+                params.tokenize_workers,
             )
         with self.prepared.context():
             self.run_pass()
@@ -701,6 +713,9 @@ class CellRun:
             "order": params.order,
             "prepare_s": self.prepare_s,
             "peak_memory_mb": peak_memory_mb,
+            "pad_tokens": 0
+            if cell.technique.packed
+            else sum(b.input_ids.numel() - b.n_tokens for b in self.batches),
             "kernels": kernels,
             "fallback": kernels.get("fallback"),
         }
@@ -722,15 +737,19 @@ def measure_cell(
     return run.finish(idle_power_w)
 
 
-def end_to_end_pass(prepared, tokenizer, rows, cell: Cell, max_length: int) -> Callable:
+def end_to_end_pass(
+    prepared, tokenizer, rows, cell: Cell, max_length: int, workers: int = 1
+) -> Callable:
     """A pass from raw text to labels on the host: tokenization, batching, the copy to the
     device, the forward pass and the arg-max back, for every row.
 
-    effbert's own path tokenizes the next batch in a background thread (fast tokenizers release
-    the GIL) while the device computes, sorts rows by length first for ``bucketed`` padding, and
-    copies from pinned memory without blocking. The ``pipeline`` execution hands the same model
-    to ``transformers.pipeline("text-classification")`` as a user would.
+    effbert's own path tokenizes the next batches in ``workers`` background threads (fast
+    tokenizers release the GIL) while the device computes, sorts rows by length first for
+    ``bucketed`` and ``packed`` padding, copies from pinned memory without blocking and brings
+    the labels back without waiting batch by batch. The ``pipeline`` execution hands the same
+    model to ``transformers.pipeline("text-classification")`` as a user would.
     """
+    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     texts = rows["text_a"].tolist()
@@ -753,12 +772,12 @@ def end_to_end_pass(prepared, tokenizer, rows, cell: Cell, max_length: int) -> C
 
         return run_pipeline
     order = list(range(len(texts)))
-    if cell.padding == "bucketed":
+    if cell.padding in ("bucketed", "packed"):
         order.sort(key=lambda i: len(texts[i]) + len(pairs[i] if pairs else ""))
     chunks = [order[i : i + cell.batch_size] for i in range(0, len(order), cell.batch_size)]
     pin = device.type == "cuda"
     forward = prepared.forward()
-    pool = ThreadPoolExecutor(max_workers=1)
+    pool = ThreadPoolExecutor(max_workers=workers)
 
     def tokenize(chunk: list[int]) -> dict:
         encoded = tokenizer(
@@ -769,18 +788,26 @@ def end_to_end_pass(prepared, tokenizer, rows, cell: Cell, max_length: int) -> C
             padding="max_length" if cell.padding == "max_length" else "longest",
             return_tensors="pt",
         )
-        keep = ("input_ids", "attention_mask")
-        return {k: encoded[k].pin_memory() if pin else encoded[k] for k in keep}
+        host = {k: encoded[k] for k in ("input_ids", "attention_mask")}
+        if cell.technique.packed:
+            host = packed.pack(host["input_ids"], host["attention_mask"])
+        return {k: v.pin_memory() if pin and torch.is_tensor(v) else v for k, v in host.items()}
 
-    def run_e2e() -> None:
+    def run_e2e() -> list[torch.Tensor]:
         labels = []
-        pending = pool.submit(tokenize, chunks[0])
+        ahead = min(len(chunks), workers + 1)
+        pending = deque(pool.submit(tokenize, chunk) for chunk in chunks[:ahead])
         for i in range(len(chunks)):
-            host = pending.result()
-            if i + 1 < len(chunks):
-                pending = pool.submit(tokenize, chunks[i + 1])
-            batch = {k: v.to(device, non_blocking=True) for k, v in host.items()}
-            labels.append(forward(batch).argmax(-1).cpu())
+            host = pending.popleft().result()
+            if i + ahead < len(chunks):
+                pending.append(pool.submit(tokenize, chunks[i + ahead]))
+            batch = {
+                k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+                for k, v in host.items()
+            }
+            labels.append(forward(batch).argmax(-1).to("cpu", non_blocking=pin))
+        energy.synchronize(device)  # the labels are on the host
+        return labels
 
     return run_e2e
 
@@ -809,7 +836,7 @@ def kernel_record(run_pass: Callable[[], None], technique: models.Technique, dev
     top = sorted(times.items(), key=lambda kv: -kv[1])
     names = " ".join(times).lower()
     expected = []
-    if technique.fused_attention_only:
+    if technique.fused_attention_only or technique.packed:
         expected.append("flash")
     if technique.quantize in ("int8_dynamic",):
         expected.append("int8")

@@ -315,7 +315,9 @@ def make_batches(
     Args:
         padding: ``max_length`` pads every input to ``max_length`` (the original study);
             ``longest`` pads each batch to its longest input; ``bucketed`` sorts rows by
-            length first so that each batch holds inputs of similar length.
+            length first so that each batch holds inputs of similar length; ``packed`` sorts
+            the same way and pads to the longest, and the padding-free model
+            (``effbert.packed``) strips every pad token before the device sees it.
     """
     if padding not in PADDINGS:
         raise ValueError(f"unknown padding {padding!r}: choose one of {', '.join(PADDINGS)}")
@@ -326,7 +328,7 @@ def make_batches(
         frame["text_a"].tolist(), text_b, truncation=True, max_length=max_length, padding=False
     )["input_ids"]
     order = list(range(len(encoded)))
-    if padding == "bucketed":
+    if padding in ("bucketed", "packed"):
         order.sort(key=lambda i: len(encoded[i]))
     batches = []
     for start in range(0, len(order), batch_size):

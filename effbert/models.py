@@ -42,8 +42,10 @@ ATTENTIONS: dict[str, dict] = {
     "eager": {},
     "sdpa": {"attention": "sdpa"},
     "flash": {"attention": "sdpa", "fused_attention_only": True},
+    "varlen": {"attention": "sdpa", "packed": True},
 }
-EXECUTIONS = ("eager", "compile", "compile_max", "pipeline")
+EXECUTIONS = ("eager", "compile", "compile_max", "graphs", "pipeline")
+SHORTCUTS = ("none", "cls_last")
 
 
 @dataclass(frozen=True)
@@ -56,14 +58,19 @@ class Technique:
         attention: a key of ``ATTENTIONS``: eager, SDPA as PyTorch chooses, or SDPA
             restricted to its fused kernels (flash, memory-efficient).
         execution: ``eager``, ``compile`` (``torch.compile``, dynamic shapes),
-            ``compile_max`` (``max-autotune-no-cudagraphs``) or ``pipeline`` (the transformers
-            ``text-classification`` pipeline, raw text in and labels out: what a user writes).
+            ``compile_max`` (``max-autotune-no-cudagraphs``), ``graphs`` (``torch.compile``
+            replaying one CUDA graph per input shape, ``reduce-overhead``) or ``pipeline`` (the
+            transformers ``text-classification`` pipeline, raw text in and labels out: what a
+            user writes).
+        shortcut: ``none``, or ``cls_last``: the last layer computed for the first token only,
+            the one the classifier reads (exact; needs ``varlen`` attention).
     """
 
     name: str
     precision: str = "fp32"
     attention: str = "eager"
     execution: str = "eager"
+    shortcut: str = "none"
 
     def _axis(self, key: str, default=None):
         return {**PRECISIONS[self.precision], **ATTENTIONS[self.attention]}.get(key, default)
@@ -93,12 +100,17 @@ class Technique:
         return self._axis("quantize")
 
     @property
+    def packed(self) -> bool:
+        """Padding-free: sequences packed end to end, attention by variable-length kernels."""
+        return self._axis("packed", False)
+
+    @property
     def tf32(self) -> bool:
         return self._axis("tf32", False)
 
     @property
     def needs_cuda(self) -> bool:
-        return self._axis("needs_cuda", False) or self.execution == "compile_max"
+        return self._axis("needs_cuda", False) or self.execution in ("compile_max", "graphs")
 
     @property
     def axes(self) -> dict[str, str]:
@@ -106,6 +118,7 @@ class Technique:
             "precision": self.precision,
             "attention": self.attention,
             "execution": self.execution,
+            "shortcut": self.shortcut,
         }
 
 
@@ -126,24 +139,20 @@ def get_technique(name: str) -> Technique:
     if name in TECHNIQUES:
         return TECHNIQUES[name]
     axes: dict[str, str] = {}
+    choices = (
+        ("precision", PRECISIONS),
+        ("attention", ATTENTIONS),
+        ("execution", EXECUTIONS),
+        ("shortcut", SHORTCUTS),
+    )
     for token in name.split("+"):
-        axis = next(
-            (
-                a
-                for a, values in (
-                    ("precision", PRECISIONS),
-                    ("attention", ATTENTIONS),
-                    ("execution", EXECUTIONS),
-                )
-                if token in values
-            ),
-            None,
-        )
+        axis = next((a for a, values in choices if token in values and token != "none"), None)
         if axis is None or axis in axes:
             raise ValueError(
                 f"unknown technique {name!r}: choose a preset ({', '.join(TECHNIQUES)}) or join "
-                f"one precision ({', '.join(PRECISIONS)}), attention ({', '.join(ATTENTIONS)}) "
-                f"and execution ({', '.join(EXECUTIONS)}) with '+', e.g. fp16+flash+compile"
+                f"one precision ({', '.join(PRECISIONS)}), attention ({', '.join(ATTENTIONS)}), "
+                f"execution ({', '.join(EXECUTIONS)}) and optionally cls_last with '+', e.g. "
+                "fp16+flash+compile or bf16+varlen+compile+cls_last"
             )
         axes[axis] = token
     full = (
@@ -151,8 +160,26 @@ def get_technique(name: str) -> Technique:
         axes.get("attention", "eager"),
         axes.get("execution", "eager"),
     )
+    shortcut = axes.get("shortcut", "none")
+    if shortcut == "cls_last" and full[1] != "varlen":
+        raise ValueError(
+            f"technique {name!r}: cls_last runs on packed sequences; add varlen attention"
+        )
     preset = next((p for p, a in PRESETS.items() if a == full), None)
-    return TECHNIQUES[preset] if preset else Technique(name, *full)
+    if preset and shortcut == "none":
+        return TECHNIQUES[preset]
+    return Technique(name, *full, shortcut)
+
+
+def padding_problem(technique: Technique, padding: str) -> str | None:
+    """Why ``technique`` cannot take batches padded by ``padding``, or None."""
+    if technique.packed and padding != "packed":
+        return f"{technique.name} runs padding-free: set padding: packed"
+    if padding == "packed" and not technique.packed:
+        return f"padding: packed needs a padding-free attention: add varlen to {technique.name}"
+    if padding == "packed" and technique.execution == "pipeline":
+        return "the pipeline pads its own batches: padding: packed does not apply"
+    return None
 
 
 def unsupported_reason(technique: Technique, device: torch.device) -> str | None:
@@ -169,6 +196,14 @@ def unsupported_reason(technique: Technique, device: torch.device) -> str | None
             )
     if technique.quantize == "fp8" and device.type != "cuda":
         return f"{technique.name} needs a CUDA GPU"
+    sixteen_bit = (torch.float16, torch.bfloat16)
+    if (
+        technique.packed
+        and device.type == "cuda"
+        and technique.weights_dtype not in sixteen_bit
+        and technique.autocast_dtype not in sixteen_bit
+    ):
+        return f"{technique.name}: varlen flash attention needs fp16 or bf16 (weights or autocast)"
     return None
 
 
@@ -346,22 +381,32 @@ class Prepared:
                 )
             yield
 
+    def inputs(self, batch: Batch) -> dict:
+        """A batch as this model takes it, on the device: padded tensors, or packed ones."""
+        if self.technique.packed:
+            from effbert.packed import packed_inputs
+
+            return packed_inputs(batch, self.device)
+        return batch.to(self.device).inputs()
+
     def forward(self) -> Callable[..., torch.Tensor]:
         """The bare forward call used inside measured loops (no hooks, no syncs)."""
         model = self.model
+        if self.technique.packed:
+            return lambda inputs: model(**inputs)
         return lambda inputs: model(**inputs).logits
 
-    def logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def logits(self, inputs: dict) -> torch.Tensor:
         """Logits in GLUE label order, as float32 (outside measured loops)."""
         with self.context():
-            out = self.model(**inputs).logits.float()
+            out = self.forward()(inputs).float()
         return out if self.output_order is None else out[:, self.output_order]
 
     def predict(self, batches: list[Batch], n_rows: int) -> np.ndarray:
         """Logits in GLUE label order for every row, in the split's original order."""
         out = None
         for batch in batches:
-            logits = self.logits(batch.to(self.device).inputs()).cpu().numpy()
+            logits = self.logits(self.inputs(batch)).cpu().numpy()
             if out is None:
                 out = np.empty((n_rows, logits.shape[1]), dtype=np.float32)
             out[batch.row_index.numpy()] = logits
@@ -384,9 +429,17 @@ def prepare(
         model = quantize_int8(model)
     elif technique.quantize:
         model = quantize(model, technique.quantize)
-    if technique.execution in ("compile", "compile_max"):
-        mode = "max-autotune-no-cudagraphs" if technique.execution == "compile_max" else None
-        model = torch.compile(model, mode=mode, dynamic=True)
+    if technique.packed:
+        from effbert.packed import PackedClassifier
+
+        model = PackedClassifier(model, cls_last=technique.shortcut == "cls_last")
+    modes = {
+        "compile": None,
+        "compile_max": "max-autotune-no-cudagraphs",
+        "graphs": "reduce-overhead",
+    }
+    if technique.execution in modes:
+        model = torch.compile(model, mode=modes[technique.execution], dynamic=True)
     return Prepared(model, technique, device, order)
 
 

@@ -21,7 +21,7 @@ import yaml
 from effbert import config as cfg
 
 SOURCES = ("hub", "local", "synthetic")
-PADDINGS = ("max_length", "longest", "bucketed")
+PADDINGS = ("max_length", "longest", "bucketed", "packed")
 ENERGY_SOURCES = ("auto", "nvml", "rapl", "none")
 METRICS_BACKENDS = ("auto", "evaluate", "sklearn")
 ON_MISSING = ("error", "skip")
@@ -105,7 +105,10 @@ class Params:
     )
     batch_sizes: list[int] = _param([16], "sequences per forward pass", minimum=1)
     padding: str = _param(
-        "max_length", "max_length (pad to max_length), longest or bucketed", choices=PADDINGS
+        "max_length",
+        "max_length (pad to max_length), longest, bucketed (sorted by length, then longest) or "
+        "packed (sorted, no pad tokens: needs varlen attention)",
+        choices=PADDINGS,
     )
     combinations: list[dict] = _param(
         [],
@@ -117,6 +120,11 @@ class Params:
         "model (forward passes on tokens already on the device) or end_to_end (raw text to "
         "labels: tokenization, copies, forward, arg-max; CPU energy where RAPL is readable)",
         choices=("model", "end_to_end"),
+    )
+    tokenize_workers: int = _param(
+        4,
+        "end_to_end scope: threads tokenizing the next batches while the device computes",
+        minimum=1,
     )
     order: str = _param(
         "sequential",
@@ -298,6 +306,20 @@ def looks_like_path(spec: str) -> bool:
     return spec.startswith(("/", "./", "../", "~")) or cfg.resolve_path(spec).exists()
 
 
+def _padding_problems(where: str, techniques: list[str], padding: str) -> list[str]:
+    from effbert.models import get_technique, padding_problem
+
+    problems = []
+    for name in techniques:
+        try:
+            problem = padding_problem(get_technique(name), padding)
+        except ValueError:
+            continue  # reported with the technique names
+        if problem:
+            problems.append(f"{where}: {problem}")
+    return problems
+
+
 def validate(values: dict[str, Any], where: str = "profile", inputs: bool = True) -> Params:
     """Check a profile's keys, types and values, then build its ``Params``.
 
@@ -362,6 +384,13 @@ def validate(values: dict[str, Any], where: str = "profile", inputs: bool = True
                 f"combinations[{i}].padding is {combination['padding']!r}: choose one of "
                 + ", ".join(PADDINGS)
             )
+        else:
+            problems += _padding_problems(
+                f"combinations[{i}]",
+                [combination.get("technique", "")],
+                combination.get("padding", params.padding),
+            )
+    problems += _padding_problems("techniques", params.techniques, params.padding)
     for key in ("checkpoints", "label_maps"):
         problems += _names_problems(key, getattr(params, key), model_tasks, "task")
     problems += _names_problems("finetune", params.finetune, model_tasks, "task", ("default",))

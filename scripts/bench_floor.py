@@ -28,6 +28,30 @@ def peak_flops(device_name: str) -> float:
     return next((v for k, v in PEAK_16BIT.items() if k in str(device_name)), float("nan"))
 
 
+# Kernel name substrings, in the order they are tried, for the split of a cell's GPU time.
+KERNEL_KINDS = (
+    ("attention", ("flash", "fmha", "attention", "cudnn")),
+    ("matrix products", ("gemm", "sm90_", "cutlass", "_mm", "xmma", "nvjet", "matmul")),
+    ("layer norm", ("layer_norm", "layernorm", "norm")),
+    ("copies", ("memcpy", "memset", "copy")),
+)
+
+
+def kernel_split(kernels: dict) -> dict[str, float]:
+    """Shares of a cell's GPU time by kind, from its recorded top kernels (the rest: other)."""
+    split: dict[str, float] = {}
+    for kernel in kernels.get("top", []):
+        name = kernel["name"].lower()
+        kind = next((k for k, signs in KERNEL_KINDS if any(s in name for s in signs)), None)
+        split[kind or "element-wise and other"] = (
+            split.get(kind or "element-wise and other", 0) + kernel["share"]
+        )
+    listed = sum(split.values())
+    if listed < 0.999:
+        split["not in the top 12"] = 1 - listed
+    return {k: round(v, 3) for k, v in sorted(split.items(), key=lambda kv: -kv[1])}
+
+
 def _mean_ci(cell, measure: str) -> str:
     return f"{cell[measure + '_mean']:.2f} ± {cell[measure + '_ci95']:.2f}"
 
@@ -70,6 +94,9 @@ def floor_table(summary: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
                     "16-bit peak": f"{achieved / peak_flops(cell['device_name']):.1%}",
                     "kernel check": cell["fallback"] if isinstance(cell["fallback"], str) else "ok",
                     "prepare s": round(cell["prepare_s"], 1),
+                    "peak MB": round(cell["peak_memory_mb"])
+                    if pd.notna(cell.get("peak_memory_mb"))
+                    else None,
                 }
             )
     return pd.DataFrame(rows)
@@ -94,6 +121,20 @@ def main() -> None:
     failed = trials[trials["status"] != "ok"].drop_duplicates("cell_id")
     for row in failed.itertuples():
         print(f"{row.status}: {row.task} {row.technique} bs={row.batch_size}: {row.reason}")
+    ok = summary.dropna(subset=["j_per_1k_samples_mean"])
+    for task, cells in ok.groupby("task", sort=False):
+        best = cells.loc[cells["j_per_1k_samples_mean"].idxmin()]
+        record = next(
+            c for c in results.load_cells(study.paths["cells"]) if c["cell_id"] == best["cell_id"]
+        )
+        print(
+            f"{task}: GPU time of the best cell ({best['technique']}, bs={best['batch_size']},"
+            f" {best['padding']}) by kernel kind: {kernel_split(record.get('kernels') or {})}"
+        )
+        windows = trials[trials["cell_id"] == best["cell_id"]]
+        power_w = (windows["energy_j"] / windows["time_s"]).mean()
+        idle_w = windows["idle_power_w"].iloc[0]
+        print(f"  card power {power_w:.0f} W in the windows, idle {idle_w:.0f} W")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ class SlowTokenizer:
 def test_the_window_holds_the_tokenization(tmp_path, monkeypatch):
     real = models.load_tokenizer
     monkeypatch.setattr(models, "load_tokenizer", lambda c: SlowTokenizer(real(c)))
-    e2e = e2e_study(tmp_path).run(["fp32"])
+    e2e = e2e_study(tmp_path, tokenize_workers=1).run(["fp32"])
     forward_only = e2e_study(tmp_path, scope="model").run(["fp32"])
     per_pass = (e2e["time_s"] / e2e["passes"]).min()
     assert per_pass >= 4 * 0.05  # 32 rows in 4 batches, each tokenized inside the window
@@ -72,3 +72,24 @@ def test_without_a_cpu_counter_the_record_says_why(tmp_path):
     assert trials["cpu_energy_j"].isna().all()
     assert set(trials["cpu_energy_source"]) == {"none"}
     assert trials["cpu_energy_reason"].str.len().gt(0).all()
+
+
+def test_tokenize_workers_overlap_the_tokenization(tmp_path, monkeypatch):
+    real = models.load_tokenizer
+    monkeypatch.setattr(models, "load_tokenizer", lambda c: SlowTokenizer(real(c)))
+    one = e2e_study(tmp_path / "one", tokenize_workers=1).run(["fp32"])
+    four = e2e_study(tmp_path / "four", tokenize_workers=4).run(["fp32"])
+    per_pass = {n: (t["time_s"] / t["passes"]).median() for n, t in (("1", one), ("4", four))}
+    assert per_pass["4"] < 0.75 * per_pass["1"], per_pass
+    assert one["cell_id"].iloc[0] != four["cell_id"].iloc[0]
+    assert four["metric_value"].iloc[0] == one["metric_value"].iloc[0]
+
+
+def test_end_to_end_packed_gives_the_padded_labels(tmp_path):
+    padded = e2e_study(tmp_path).run(["fp32"])
+    study = e2e_study(
+        tmp_path, combinations=[{"technique": "fp32+varlen+cls_last", "padding": "packed"}]
+    )
+    packed = study.run(combinations=True)
+    assert set(packed["status"]) == {"ok"}
+    assert packed["metric_value"].iloc[0] == pytest.approx(padded["metric_value"].iloc[0])

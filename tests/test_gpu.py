@@ -49,3 +49,41 @@ def test_finetune_trains_with_bf16_autocast_and_fused_adamw_on_the_gpu(tmp_path)
     assert report["steps"] == 8 and report["device_name"] == torch.cuda.get_device_name(device)
     dev = data.load_split(task, "synthetic", max_samples=32)
     assert 0.0 <= finetune.score(tmp_path / "out", task, dev, device, 32)["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "technique",
+    [
+        "bf16+varlen",
+        "bf16+varlen+cls_last",
+        "bf16+varlen+compile+cls_last",
+        "fp16+varlen+graphs+cls_last",
+    ],
+)
+def test_padding_free_cells_run_varlen_flash_and_match_the_padded_model(technique):
+    import numpy as np
+    import torch
+
+    from effbert import data
+    from effbert.tasks import get_task
+
+    task = get_task("mrpc")
+    rows = data.load_split(task, "synthetic", max_samples=64)
+    tokenizer = models.tiny_tokenizer()
+    cuda = torch.device("cuda")
+    reference = models.prepare(models.TINY_RANDOM, task, models.get_technique("bf16+sdpa"), cuda)
+    expected = reference.predict(data.make_batches(tokenizer, rows, 16, "longest", 64), len(rows))
+    chosen = models.get_technique(technique)
+    prepared = models.prepare(models.TINY_RANDOM, task, chosen, cuda)
+    batches = data.make_batches(tokenizer, rows, 16, "packed", 64)
+    got = prepared.predict(batches, len(rows))
+    np.testing.assert_allclose(got, expected, atol=3e-2)
+    forward, inputs = prepared.forward(), [prepared.inputs(b) for b in batches]
+
+    def run_pass():
+        for batch in inputs:
+            forward(batch)
+
+    with prepared.context():
+        kernels = bench.kernel_record(run_pass, chosen, cuda)
+    assert kernels["fallback"] is None, kernels["top"]

@@ -104,7 +104,12 @@ def test_axes_compose_and_a_composition_equal_to_a_preset_is_the_preset():
     assert models.get_technique("flash+fp16") is models.TECHNIQUES["fp16_flash"]
     assert models.get_technique("fp32") is models.TECHNIQUES["fp32"]
     t = models.get_technique("bf16+sdpa+compile")
-    assert t.axes == {"precision": "bf16", "attention": "sdpa", "execution": "compile"}
+    assert t.axes == {
+        "precision": "bf16",
+        "attention": "sdpa",
+        "execution": "compile",
+        "shortcut": "none",
+    }
     assert t.weights_dtype == torch.bfloat16 and t.attn_implementation == "sdpa"
     assert not t.fused_attention_only and t.quantize is None
     assert models.get_technique("fp8+flash").quantize == "fp8"
@@ -132,3 +137,71 @@ def test_quantization_leaves_the_narrow_classifier_head_in_float():
     head = prepared.model.classifier.weight
     inner = prepared.model.distilbert.transformer.layer[0].ffn.lin1.weight
     assert type(head) is torch.nn.Parameter and type(inner) is not torch.nn.Parameter
+
+
+@pytest.mark.parametrize("technique", ["fp32+varlen", "fp32+varlen+cls_last", "bf16+varlen"])
+def test_padding_free_logits_match_the_padded_model(technique):
+    """Packed sequences (no pad token computed) and the last layer for the first token only
+    give the padded model's logits, row for row."""
+    task = get_task("mrpc")
+    rows = data.load_split(task, "synthetic", max_samples=37)
+    tokenizer = models.tiny_tokenizer()
+    cpu = torch.device("cpu")
+    padded = models.prepare(models.TINY_RANDOM, task, models.get_technique("fp32"), cpu)
+    expected = padded.predict(data.make_batches(tokenizer, rows, 8, "longest", 64), len(rows))
+    chosen = models.get_technique(technique)
+    prepared = models.prepare(models.TINY_RANDOM, task, chosen, cpu)
+    batches = data.make_batches(tokenizer, rows, 8, "packed", 64)
+    inputs = prepared.inputs(batches[0])
+    assert inputs["input_ids"].dim() == 1 and inputs["input_ids"].numel() == batches[0].n_tokens
+    got = prepared.predict(batches, len(rows))
+    tolerance = 1e-2 if "bf16" in technique else 1e-5
+    np.testing.assert_allclose(got, expected, atol=tolerance)
+
+
+def test_packing_refuses_left_padded_inputs():
+    from effbert import packed
+
+    ids = torch.tensor([[0, 5, 6], [7, 8, 9]])
+    with pytest.raises(ValueError, match="right-padded"):
+        packed.pack(ids, torch.tensor([[0, 1, 1], [1, 1, 1]]))
+    out = packed.pack(ids, torch.tensor([[1, 1, 0], [1, 1, 1]]))
+    assert out["cu_seqlens"].tolist() == [0, 2, 5] and out["position_ids"].tolist() == [
+        0,
+        1,
+        0,
+        1,
+        2,
+    ]
+    assert out["max_len"] == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("fp16+cls_last", "add varlen attention"),
+        ("fp16+varlen+cls_last+cls_last", "unknown technique"),
+        ("fp16+varlen+graphs+cls_last", None),
+    ],
+)
+def test_shortcut_axis(name, message):
+    if message is None:
+        technique = models.get_technique(name)
+        assert technique.axes == {
+            "precision": "fp16",
+            "attention": "varlen",
+            "execution": "graphs",
+            "shortcut": "cls_last",
+        }
+    else:
+        with pytest.raises(ValueError, match=message):
+            models.get_technique(name)
+
+
+def test_padding_and_attention_must_agree():
+    varlen = models.get_technique("bf16+varlen")
+    assert "padding: packed" in models.padding_problem(varlen, "bucketed")
+    assert "add varlen" in models.padding_problem(models.get_technique("bf16"), "packed")
+    assert models.padding_problem(varlen, "packed") is None
+    reason = models.unsupported_reason(varlen, torch.device("cpu"))
+    assert reason is None

@@ -63,7 +63,7 @@ def test_unknown_keys_get_a_suggestion_and_the_valid_keys(tmp_path):
         ("combinations: [{technique: fp16, batch_size: 0}]\n", "batch_size is 0"),
         ("combinations: [{technique: fp16, pad: x}]\n", "give technique, and optionally"),
         ("techniques: []\n", "techniques is empty"),
-        ("padding: packed\n", "padding is 'packed': choose one of max_length, longest, bucketed"),
+        ("padding: stuffed\n", "padding is 'stuffed': choose one of max_length, longest, bucketed"),
         ("max_samples: -5\n", "max_samples is -5: it must be at least 0"),
         ("energy: gpu\n", "energy is 'gpu': choose one of auto, nvml, rapl, none"),
         (
@@ -174,3 +174,10 @@ def test_relative_paths_resolve_from_the_project_root(tmp_path):
     assert config.resolve_path("models/x") == config.PROJ_ROOT / "models" / "x"
     assert config.resolve_path(tmp_path) == tmp_path
     assert config.reports_paths(tmp_path)["figures"] == tmp_path / "figures"
+
+
+def test_packed_padding_needs_padding_free_attention():
+    with pytest.raises(params.ProfileError, match=r"combinations\[0\]: .*set padding: packed"):
+        params.load("smoke", combinations=[{"technique": "bf16+varlen", "padding": "bucketed"}])
+    with pytest.raises(params.ProfileError, match="techniques: padding: packed needs"):
+        params.load("smoke", padding="packed")
