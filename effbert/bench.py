@@ -743,15 +743,13 @@ def end_to_end_pass(
     """A pass from raw text to labels on the host: tokenization, batching, the copy to the
     device, the forward pass and the arg-max back, for every row.
 
-    effbert's own path tokenizes the next batches in ``workers`` background threads (fast
-    tokenizers release the GIL) while the device computes, sorts rows by length first for
-    ``bucketed`` and ``packed`` padding, copies from pinned memory without blocking and brings
-    the labels back without waiting batch by batch. The ``pipeline`` execution hands the same
-    model to ``transformers.pipeline("text-classification")`` as a user would.
+    effbert's own path sorts rows by length first (``bucketed`` and ``packed`` padding),
+    tokenizes in ``workers`` worker processes of a ``torch.utils.data.DataLoader`` that stay
+    alive across passes and run ahead of the device, copies from pinned memory without
+    blocking and brings the labels back without waiting batch by batch. The ``pipeline``
+    execution hands the same model to ``transformers.pipeline("text-classification")`` as a
+    user would.
     """
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
     texts = rows["text_a"].tolist()
     pairs = None if rows["text_b"].isna().all() else rows["text_b"].tolist()
     device = prepared.device
@@ -776,31 +774,20 @@ def end_to_end_pass(
         order.sort(key=lambda i: len(texts[i]) + len(pairs[i] if pairs else ""))
     chunks = [order[i : i + cell.batch_size] for i in range(0, len(order), cell.batch_size)]
     pin = device.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        TokenizedChunks(tokenizer, texts, pairs, chunks, cell, max_length),
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=True,
+        prefetch_factor=2,
+        multiprocessing_context="fork",
+    )
     forward = prepared.forward()
-    pool = ThreadPoolExecutor(max_workers=workers)
-
-    def tokenize(chunk: list[int]) -> dict:
-        encoded = tokenizer(
-            [texts[i] for i in chunk],
-            [pairs[i] for i in chunk] if pairs else None,
-            truncation=True,
-            max_length=max_length,
-            padding="max_length" if cell.padding == "max_length" else "longest",
-            return_tensors="pt",
-        )
-        host = {k: encoded[k] for k in ("input_ids", "attention_mask")}
-        if cell.technique.packed:
-            host = packed.pack(host["input_ids"], host["attention_mask"])
-        return {k: v.pin_memory() if pin and torch.is_tensor(v) else v for k, v in host.items()}
 
     def run_e2e() -> list[torch.Tensor]:
         labels = []
-        ahead = min(len(chunks), workers + 1)
-        pending = deque(pool.submit(tokenize, chunk) for chunk in chunks[:ahead])
-        for i in range(len(chunks)):
-            host = pending.popleft().result()
-            if i + ahead < len(chunks):
-                pending.append(pool.submit(tokenize, chunks[i + ahead]))
+        for host in loader:
             batch = {
                 k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
                 for k, v in host.items()
@@ -810,6 +797,32 @@ def end_to_end_pass(
         return labels
 
     return run_e2e
+
+
+class TokenizedChunks(torch.utils.data.Dataset):
+    """Raw rows cut into batches, each tokenized on demand (in a DataLoader worker): padded
+    tensors, or packed ones for a padding-free technique."""
+
+    def __init__(self, tokenizer, texts, pairs, chunks, cell: Cell, max_length: int) -> None:
+        self.tokenizer, self.texts, self.pairs, self.chunks = tokenizer, texts, pairs, chunks
+        self.padding = "max_length" if cell.padding == "max_length" else "longest"
+        self.packed, self.max_length = cell.technique.packed, max_length
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> dict:
+        chunk = self.chunks[i]
+        encoded = self.tokenizer(
+            [self.texts[j] for j in chunk],
+            [self.pairs[j] for j in chunk] if self.pairs else None,
+            truncation=True,
+            max_length=self.max_length,
+            padding=self.padding,
+            return_tensors="pt",
+        )
+        host = {k: encoded[k] for k in ("input_ids", "attention_mask")}
+        return packed.pack(host["input_ids"], host["attention_mask"]) if self.packed else host
 
 
 # Substrings of CUDA kernel names that show which path ran.

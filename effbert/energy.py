@@ -104,7 +104,8 @@ class ZeusMeter:
 
 class HostMeter:
     """End-to-end windows: the device's meter, the host CPU's RAPL counters where readable, and
-    the CPU time of this process (tokenizer threads included), read at the same window ends."""
+    the CPU time of this process and its children (tokenizer workers included), read at the
+    same window ends."""
 
     def __init__(self, device_meter: Meter, cpu_meter: Meter) -> None:
         self.device_meter, self.cpu_meter = device_meter, cpu_meter
@@ -117,7 +118,7 @@ class HostMeter:
         self.device_meter.begin()
         if self.cpu_meter is not self.device_meter:
             self.cpu_meter.begin()
-        self._cpu_start_s = time.process_time()
+        self._cpu_start_s = process_tree_cpu_s()
 
     def end(self) -> Reading:
         reading = self.device_meter.end()
@@ -126,8 +127,22 @@ class HostMeter:
             reading.time_s,
             reading.energy_j,
             cpu.energy_j,
-            time.process_time() - self._cpu_start_s,
+            process_tree_cpu_s() - self._cpu_start_s,
         )
+
+
+def process_tree_cpu_s() -> float:
+    """CPU seconds of this process and its live children (tokenizer workers included)."""
+    import psutil
+
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:
+            pass  # a child that ended between the listing and the reading
+    return total
 
 
 def make_host_meter(device: torch.device, energy: str = "auto") -> HostMeter:
