@@ -43,6 +43,7 @@ ATTENTIONS: dict[str, dict] = {
     "sdpa": {"attention": "sdpa"},
     "flash": {"attention": "sdpa", "fused_attention_only": True},
     "varlen": {"attention": "sdpa", "packed": True},
+    "flex": {"attention": "sdpa", "packed": True, "flex": True},
 }
 EXECUTIONS = ("eager", "compile", "compile_max", "graphs", "pipeline")
 SHORTCUTS = ("none", "cls_last")
@@ -161,9 +162,13 @@ def get_technique(name: str) -> Technique:
         axes.get("execution", "eager"),
     )
     shortcut = axes.get("shortcut", "none")
-    if shortcut == "cls_last" and full[1] != "varlen":
+    if shortcut == "cls_last" and not ATTENTIONS[full[1]].get("packed"):
         raise ValueError(
-            f"technique {name!r}: cls_last runs on packed sequences; add varlen attention"
+            f"technique {name!r}: cls_last runs on packed sequences; add varlen or flex attention"
+        )
+    if full[1] == "flex" and full[2] not in ("compile", "compile_max", "graphs"):
+        raise ValueError(
+            f"technique {name!r}: flex attention runs compiled; add compile, compile_max or graphs"
         )
     preset = next((p for p, a in PRESETS.items() if a == full), None)
     if preset and shortcut == "none":
@@ -176,7 +181,10 @@ def padding_problem(technique: Technique, padding: str) -> str | None:
     if technique.packed and padding != "packed":
         return f"{technique.name} runs padding-free: set padding: packed"
     if padding == "packed" and not technique.packed:
-        return f"padding: packed needs a padding-free attention: add varlen to {technique.name}"
+        return (
+            f"padding: packed needs a padding-free attention: add varlen or flex to "
+            f"{technique.name}"
+        )
     if padding == "packed" and technique.execution == "pipeline":
         return "the pipeline pads its own batches: padding: packed does not apply"
     return None
@@ -203,7 +211,7 @@ def unsupported_reason(technique: Technique, device: torch.device) -> str | None
         and technique.weights_dtype not in sixteen_bit
         and technique.autocast_dtype not in sixteen_bit
     ):
-        return f"{technique.name}: varlen flash attention needs fp16 or bf16 (weights or autocast)"
+        return f"{technique.name}: packed attention needs fp16 or bf16 (weights or autocast)"
     return None
 
 
@@ -432,7 +440,9 @@ def prepare(
     if technique.packed:
         from effbert.packed import PackedClassifier
 
-        model = PackedClassifier(model, cls_last=technique.shortcut == "cls_last")
+        model = PackedClassifier(
+            model, cls_last=technique.shortcut == "cls_last", flex=technique._axis("flex", False)
+        )
     modes = {
         "compile": None,
         "compile_max": "max-autotune-no-cudagraphs",

@@ -3,7 +3,9 @@
 The classifier below runs the checkpoint's own modules (embeddings, attention projections, layer
 norms, FFN, head, quantized or not) over tokens packed into one ``(tokens, dim)`` matrix;
 attention runs per sequence through flash attention's variable-length kernel
-(``torch.nn.attention.varlen``). With ``cls_last`` the last layer is computed for each
+(``torch.nn.attention.varlen``), or, with ``flex``, FlexAttention over all packed tokens
+with a block mask that keeps each token within its sequence (tiles shared by several short
+sequences instead of one mostly empty tile per sequence). With ``cls_last`` the last layer is computed for each
 sequence's first token only, the one token the classification head reads: the outputs are the
 same, with a sixth of the matrix products and layer norms less.
 """
@@ -47,10 +49,12 @@ def packed_inputs(batch: Batch, device: torch.device) -> dict:
 class PackedClassifier(torch.nn.Module):
     """A ``DistilBertForSequenceClassification``'s modules run over packed sequences."""
 
-    def __init__(self, classifier: torch.nn.Module, cls_last: bool = False) -> None:
+    def __init__(
+        self, classifier: torch.nn.Module, cls_last: bool = False, flex: bool = False
+    ) -> None:
         super().__init__()
         self.classifier_model = classifier
-        self.cls_last = cls_last
+        self.cls_last, self.flex = cls_last, flex
         config = classifier.config
         self.n_heads, self.head_dim = config.n_heads, config.dim // config.n_heads
 
@@ -67,23 +71,50 @@ class PackedClassifier(torch.nn.Module):
         )
         layers = bert.transformer.layer
         starts = cu_seqlens[:-1].long()
+        masks = self._document_masks(cu_seqlens, input_ids.shape[0]) if self.flex else None
         for i, layer in enumerate(layers):
             last = self.cls_last and i == len(layers) - 1
+            attend = (lambda q, k, v, m=masks[last]: _flex(q, k, v, m)) if self.flex else None
             hidden = self._block(
-                layer, hidden, cu_seqlens, max_len, lengths, starts if last else None
+                layer, hidden, cu_seqlens, max_len, lengths, starts if last else None, attend
             )
         pooled = hidden if self.cls_last else hidden[starts]
         pooled = torch.relu(model.pre_classifier(pooled))
         return model.classifier(pooled)
 
-    def _block(self, layer, hidden, cu_seqlens, max_len, lengths, query_rows):
+    def _document_masks(self, cu_seqlens, n_tokens: int):
+        """Block masks of the packed tokens: each attends within its own sequence; for the
+        last layer of ``cls_last``, sequence i's first token (query i) attends to sequence i."""
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        n = cu_seqlens.shape[0] - 1
+        positions = torch.arange(n_tokens, device=cu_seqlens.device)
+        document = torch.searchsorted(cu_seqlens[1:].long(), positions, right=True)
+
+        def same_document(b, h, q_idx, kv_idx):
+            return document[q_idx] == document[kv_idx]
+
+        def own_document(b, h, q_idx, kv_idx):
+            return q_idx == document[kv_idx]
+
+        device = cu_seqlens.device
+        full = create_block_mask(same_document, None, None, n_tokens, n_tokens, device=device)
+        if not self.cls_last:
+            return {False: full}
+        first = create_block_mask(own_document, None, None, n, n_tokens, device=device)
+        return {False: full, True: first}
+
+    def _block(self, layer, hidden, cu_seqlens, max_len, lengths, query_rows, attend=None):
         attn = layer.attention
         shape = (-1, self.n_heads, self.head_dim)
         residual = hidden if query_rows is None else hidden[query_rows]
         q = attn.q_lin(residual).view(shape)
         k = attn.k_lin(hidden).view(shape)
         v = attn.v_lin(hidden).view(shape)
-        out = self._attend(q, k, v, cu_seqlens, max_len, lengths, query_rows is not None)
+        if attend is not None:
+            out = attend(q, k, v)
+        else:
+            out = self._attend(q, k, v, cu_seqlens, max_len, lengths, query_rows is not None)
         hidden = layer.sa_layer_norm(attn.out_lin(out.reshape(q.shape[0], -1)) + residual)
         ffn = layer.ffn
         return layer.output_layer_norm(ffn.lin2(ffn.activation(ffn.lin1(hidden))) + hidden)
@@ -106,3 +137,12 @@ class PackedClassifier(torch.nn.Module):
             outs.append(o.transpose(0, 1))
             start += length
         return torch.cat(outs)
+
+
+def _flex(q, k, v, block_mask):
+    """FlexAttention over packed ``(tokens, heads, dim)`` inputs with a document block mask."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    heads_first = [x.transpose(0, 1).unsqueeze(0).contiguous() for x in (q, k, v)]
+    out = flex_attention(*heads_first, block_mask=block_mask)
+    return out.squeeze(0).transpose(0, 1)

@@ -58,6 +58,7 @@ def test_finetune_trains_with_bf16_autocast_and_fused_adamw_on_the_gpu(tmp_path)
         "bf16+varlen+cls_last",
         "bf16+varlen+compile+cls_last",
         "fp16+varlen+graphs+cls_last",
+        "bf16+flex+compile+cls_last",
     ],
 )
 def test_padding_free_cells_run_varlen_flash_and_match_the_padded_model(technique):

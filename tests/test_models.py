@@ -139,7 +139,10 @@ def test_quantization_leaves_the_narrow_classifier_head_in_float():
     assert type(head) is torch.nn.Parameter and type(inner) is not torch.nn.Parameter
 
 
-@pytest.mark.parametrize("technique", ["fp32+varlen", "fp32+varlen+cls_last", "bf16+varlen"])
+@pytest.mark.parametrize(
+    "technique",
+    ["fp32+varlen", "fp32+varlen+cls_last", "bf16+varlen", "fp32+flex+compile+cls_last"],
+)
 def test_padding_free_logits_match_the_padded_model(technique):
     """Packed sequences (no pad token computed) and the last layer for the first token only
     give the padded model's logits, row for row."""
@@ -179,9 +182,10 @@ def test_packing_refuses_left_padded_inputs():
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("fp16+cls_last", "add varlen attention"),
+        ("fp16+cls_last", "add varlen or flex attention"),
         ("fp16+varlen+cls_last+cls_last", "unknown technique"),
         ("fp16+varlen+graphs+cls_last", None),
+        ("bf16+flex", "flex attention runs compiled"),
     ],
 )
 def test_shortcut_axis(name, message):
