@@ -5,9 +5,9 @@ norms, FFN, head, quantized or not) over tokens packed into one ``(tokens, dim)`
 attention runs per sequence through flash attention's variable-length kernel
 (``torch.nn.attention.varlen``), or, with ``flex``, FlexAttention over all packed tokens
 with a block mask that keeps each token within its sequence (tiles shared by several short
-sequences instead of one mostly empty tile per sequence). With ``cls_last`` the last layer is computed for each
-sequence's first token only, the one token the classification head reads: the outputs are the
-same, with a sixth of the matrix products and layer norms less.
+sequences instead of one mostly empty tile per sequence). With ``cls_last`` the last layer is
+computed for each sequence's first token only, the one token the classification head reads:
+the outputs are the same, with a sixth of the matrix products and layer norms less.
 """
 
 from __future__ import annotations
