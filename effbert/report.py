@@ -165,3 +165,58 @@ def comparison_markdown(summary: pd.DataFrame, task: str | None = None) -> str:
     }
     shown = table.assign(energy=energy)[list(columns)].rename(columns=columns)
     return results.markdown_table(shown)
+
+
+def claims_markdown(summary: pd.DataFrame, metric_tolerance: float = 0.005) -> str:
+    """The earlier study's claims judged (:func:`effbert.results.claims`) as a Markdown table:
+    one row per claim, its verdict over all tasks in bold, the geometric mean of the energy
+    ratios, the worst (smallest) metric change, and each task's ratio with its 95% interval."""
+    table = results.claims(summary, metric_tolerance)
+    if table.empty:
+        return "No measured cell: nothing to judge."
+    overall = table[table["task"] == results.ALL_TASKS]
+    settings = sorted({s for s in overall["setting"] if s}) or ["none measured"]
+    rows = []
+    for claim in overall["claim"]:
+        tasks = table[(table["claim"] == claim) & (table["task"] != results.ALL_TASKS)]
+        [total] = overall[overall["claim"] == claim].to_dict("records")
+        mixed = total["verdict"] not in results.VERDICTS
+        varied = tasks.loc[tasks["verdict"] != results.NOT_MEASURED, "compared"].nunique() > 1
+        rows.append(
+            {
+                "claim": claim,
+                "compared": total["compared"],
+                "all tasks": f"**{total['verdict']}**",
+                "ratio (geo. mean)": _number(total["energy_ratio"]),
+                "worst metric change": _number(total["metric_change"], "+.4f"),
+                "per task: ratio [95%]": " · ".join(
+                    _task_ratio(row, mixed, varied) for row in tasks.to_dict("records")
+                )
+                or "no task has these cells",
+            }
+        )
+    intro = (
+        f"The earlier study's claims at its setting ({'; '.join(settings)}): energy per sample "
+        "of the first technique over the second's (mean over trials, 95% interval; claim 4 "
+        "against the cheapest other preset of each task). A claim holds where the interval lies "
+        "on its side of 1 (for Flash Attention, with the task metric at most "
+        f"{metric_tolerance} lower), does not hold where it lies on the other side (or the "
+        "metric drops further), and is not resolved where the interval includes 1."
+    )
+    return intro + "\n\n" + results.markdown_table(pd.DataFrame(rows))
+
+
+def _number(value, spec: str = ".2f") -> str:
+    return "" if pd.isna(value) else format(value, spec)
+
+
+def _task_ratio(row: dict, verdict: bool, runner_up: bool) -> str:
+    """``sst2 2.52 [2.37, 2.67]``, with the task's verdict or runner-up where they vary."""
+    if row["verdict"] == results.NOT_MEASURED:
+        return f"{row['task']} not measured"
+    text = f"{row['task']} {_number(row['energy_ratio'])}"
+    if pd.notna(row["ratio_ci95_low"]):
+        text += f" [{_number(row['ratio_ci95_low'])}, {_number(row['ratio_ci95_high'])}]"
+    if runner_up:
+        text += f" vs {row['compared'].split(' / ')[-1]}"
+    return text + (f" {row['verdict']}" if verdict else "")
