@@ -772,10 +772,19 @@ def end_to_end_pass(
     order = list(range(len(texts)))
     if cell.padding in ("bucketed", "packed"):
         order.sort(key=lambda i: len(texts[i]) + len(pairs[i] if pairs else ""))
-    chunks = [order[i : i + cell.batch_size] for i in range(0, len(order), cell.batch_size)]
+    # each batch is tokenized in up to `workers` parts at once, then joined
+    parts_per_batch = max(1, min(workers, cell.batch_size // 32))
+    part_rows = -(-cell.batch_size // parts_per_batch)
+    parts, batch_of_part = [], []
+    for b, start in enumerate(range(0, len(order), cell.batch_size)):
+        rows_b = order[start : start + cell.batch_size]
+        for i in range(0, len(rows_b), part_rows):
+            parts.append(rows_b[i : i + part_rows])
+            batch_of_part.append(b)
     pin = device.type == "cuda"
+    pad_id = tokenizer.pad_token_id or 0
     loader = torch.utils.data.DataLoader(
-        TokenizedChunks(tokenizer, texts, pairs, chunks, cell, max_length),
+        TokenizedChunks(tokenizer, texts, pairs, parts, cell, max_length),
         batch_size=None,
         num_workers=workers,
         pin_memory=pin,
@@ -786,17 +795,55 @@ def end_to_end_pass(
     forward = prepared.forward()
 
     def run_e2e() -> list[torch.Tensor]:
-        labels = []
-        for host in loader:
+        labels, pending = [], []
+        for i, host in enumerate(loader):
+            pending.append(host)
+            if i + 1 < len(parts) and batch_of_part[i + 1] == batch_of_part[i]:
+                continue
+            joined = join_parts(pending, pad_id)
+            pending = []
             batch = {
                 k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
-                for k, v in host.items()
+                for k, v in joined.items()
             }
             labels.append(forward(batch).argmax(-1).to("cpu", non_blocking=pin))
         energy.synchronize(device)  # the labels are on the host
         return labels
 
     return run_e2e
+
+
+def join_parts(parts: list[dict], pad_id: int) -> dict:
+    """One batch from its separately tokenized parts: packed parts end to end, padded parts
+    padded to the longest."""
+    if len(parts) == 1:
+        return parts[0]
+    if "cu_seqlens" in parts[0]:
+        offsets = [0]
+        for part in parts[:-1]:
+            offsets.append(offsets[-1] + int(part["cu_seqlens"][-1]))
+        cu = [parts[0]["cu_seqlens"][:1]]
+        cu += [p["cu_seqlens"][1:] + o for p, o in zip(parts, offsets, strict=True)]
+        return {
+            "input_ids": torch.cat([p["input_ids"] for p in parts]),
+            "position_ids": torch.cat([p["position_ids"] for p in parts]),
+            "cu_seqlens": torch.cat(cu),
+            "max_len": max(p["max_len"] for p in parts),
+            "lengths": [n for p in parts for n in p["lengths"]],
+        }
+    width = max(p["input_ids"].shape[1] for p in parts)
+    widen = torch.nn.functional.pad
+    return {
+        "input_ids": torch.cat(
+            [
+                widen(p["input_ids"], (0, width - p["input_ids"].shape[1]), value=pad_id)
+                for p in parts
+            ]
+        ),
+        "attention_mask": torch.cat(
+            [widen(p["attention_mask"], (0, width - p["attention_mask"].shape[1])) for p in parts]
+        ),
+    }
 
 
 class TokenizedChunks(torch.utils.data.Dataset):

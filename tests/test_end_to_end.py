@@ -93,3 +93,24 @@ def test_end_to_end_packed_gives_the_padded_labels(tmp_path):
     packed = study.run(combinations=True)
     assert set(packed["status"]) == {"ok"}
     assert packed["metric_value"].iloc[0] == pytest.approx(padded["metric_value"].iloc[0])
+
+
+def test_parts_of_a_batch_join_into_the_batch_tokenized_whole():
+    import torch
+
+    from effbert import packed
+
+    tokenizer = models.tiny_tokenizer()
+    texts = ["alpha beta", "gamma delta epsilon zeta", "eta", "theta iota kappa"]
+    whole = tokenizer(texts, padding="longest", return_tensors="pt")
+    halves = [tokenizer(texts[i : i + 2], padding="longest", return_tensors="pt") for i in (0, 2)]
+    keep = ("input_ids", "attention_mask")
+    joined = bench.join_parts([{k: h[k] for k in keep} for h in halves], tokenizer.pad_token_id)
+    assert all(torch.equal(joined[k], whole[k]) for k in keep)
+    packed_whole = packed.pack(whole["input_ids"], whole["attention_mask"])
+    packed_halves = [packed.pack(h["input_ids"], h["attention_mask"]) for h in halves]
+    joined = bench.join_parts(packed_halves, tokenizer.pad_token_id)
+    for key in ("input_ids", "position_ids", "cu_seqlens"):
+        assert torch.equal(joined[key], packed_whole[key]), key
+    assert joined["lengths"] == packed_whole["lengths"] == [4, 6, 3, 5]
+    assert joined["max_len"] == 6
