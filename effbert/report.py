@@ -220,3 +220,164 @@ def _task_ratio(row: dict, verdict: bool, runner_up: bool) -> str:
     if runner_up:
         text += f" vs {row['compared'].split(' / ')[-1]}"
     return text + (f" {row['verdict']}" if verdict else "")
+
+
+# DistilBERT's encoder: 6 layers of 4 d^2 (attention projections) + 2 d f (FFN) multiply-adds
+# per token, d = 768, f = 3072; attention scores add little at GLUE lengths.
+FLOP_PER_TOKEN = 2 * 6 * (4 * 768**2 + 2 * 768 * 3072)
+# Dense 16-bit tensor-core peak (FLOP/s), from the vendors' data sheets.
+PEAK_16BIT = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
+
+
+def peak_flops(device_name: str) -> float:
+    return next((v for k, v in PEAK_16BIT.items() if k in str(device_name)), float("nan"))
+
+
+# Kernel name substrings, in the order they are tried, for the split of a cell's GPU time.
+KERNEL_KINDS = (
+    ("activation quantization", ("amax", "quantize")),
+    ("attention", ("flash", "fmha", "attention", "cudnn")),
+    ("matrix products", ("gemm", "sm90_", "cutlass", "_mm", "xmma", "nvjet", "matmul")),
+    ("layer norm", ("layer_norm", "layernorm", "norm")),
+    ("copies", ("memcpy", "memset", "copy")),
+)
+
+
+def kernel_split(kernels: dict) -> dict[str, float]:
+    """Shares of a cell's GPU time by kind, from its recorded top kernels (the rest: other)."""
+    split: dict[str, float] = {}
+    for kernel in kernels.get("top", []):
+        name = kernel["name"].lower()
+        kind = next((k for k, signs in KERNEL_KINDS if any(s in name for s in signs)), None)
+        split[kind or "element-wise and other"] = (
+            split.get(kind or "element-wise and other", 0) + kernel["share"]
+        )
+    listed = sum(split.values())
+    if listed < 0.999:
+        split["not in the top 12"] = 1 - listed
+    return {k: round(v, 3) for k, v in sorted(split.items(), key=lambda kv: -kv[1])}
+
+
+def _mean_ci(cell, measure: str) -> str:
+    return f"{cell[measure + '_mean']:.2f} ± {cell[measure + '_ci95']:.2f}"
+
+
+def floor_table(summary: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """Each cell beside the task's original configuration (fp32, batch 16, max_length)."""
+    tokens = trials[trials["status"] == "ok"].groupby("cell_id")["tokens_per_s"].mean()
+    rows = []
+    for task, cells in summary.groupby("task", sort=False):
+        original = cells[
+            (cells["technique"] == "fp32")
+            & (cells["batch_size"] == 16)
+            & (cells["padding"] == "max_length")
+        ]
+        base = original.iloc[0] if not original.empty else None
+        for _, cell in cells.iterrows():
+            achieved = FLOP_PER_TOKEN * tokens[cell["cell_id"]]
+            ratio = half = float("nan")
+            if base is not None:
+                ratio, half = results.ratio_ci95(
+                    cell["j_per_1k_samples_mean"],
+                    cell["j_per_1k_samples_ci95"],
+                    base["j_per_1k_samples_mean"],
+                    base["j_per_1k_samples_ci95"],
+                )
+            rows.append(
+                {
+                    "task": task,
+                    "technique": cell["technique"],
+                    "batch": cell["batch_size"],
+                    "padding": cell["padding"],
+                    "J/1k": _mean_ci(cell, "j_per_1k_samples"),
+                    "J/1k above idle": f"{cell['dynamic_j_per_1k_samples_mean']:.2f}",
+                    "samples/s": f"{cell['samples_per_s_mean']:,.0f}",
+                    "metric": f"{cell['metric']} {cell['metric_value']:.4f}",
+                    "metric change": (
+                        cell["metric_value"] - base["metric_value"] if base is not None else None
+                    ),
+                    "original / this": f"{1 / ratio:.1f}× (this {ratio:.3f} ± {half:.3f})",
+                    "16-bit peak": f"{achieved / peak_flops(cell['device_name']):.1%}",
+                    "kernel check": cell["fallback"] if isinstance(cell["fallback"], str) else "ok",
+                    "prepare s": round(cell["prepare_s"], 1),
+                    "peak MB": round(cell["peak_memory_mb"])
+                    if pd.notna(cell.get("peak_memory_mb"))
+                    else None,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def end_to_end_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """End-to-end cells (raw text to labels) beside the pipeline at its defaults and the best
+    forward-only cell of the same records: J per 1000 samples, speed, CPU use and ratios."""
+    cells = summary[summary["task"].notna()].copy()
+    e2e = cells[cells["scope"] == "end_to_end"]
+    model = cells[cells["scope"] == "model"]
+    default = e2e[(e2e["execution"] == "pipeline") & (e2e["technique"] == "pipeline")]
+    default = default[default["batch_size"] == 1]
+    best_model = model.loc[model["j_per_1k_samples_mean"].idxmin()] if not model.empty else None
+    rows = []
+    for _, cell in pd.concat([e2e, model]).iterrows():
+        row = {
+            "scope": cell["scope"],
+            "technique": cell["technique"],
+            "batch": cell["batch_size"],
+            "padding": cell["padding"],
+            "GPU J/1k": _mean_ci(cell, "j_per_1k_samples"),
+            "above idle": f"{cell['dynamic_j_per_1k_samples_mean']:.2f}",
+            "samples/s": f"{cell['samples_per_s_mean']:,.0f}",
+            "CPU cores busy": (
+                f"{cell['cpu_cores_busy_mean']:.2f}"
+                if pd.notna(cell["cpu_cores_busy_mean"])
+                else ""
+            ),
+            "accuracy": f"{cell['metric_value']:.4f}",
+        }
+        if not default.empty:
+            base = default.iloc[0]
+            r, h = results.ratio_ci95(
+                base["j_per_1k_samples_mean"],
+                base["j_per_1k_samples_ci95"],
+                cell["j_per_1k_samples_mean"],
+                cell["j_per_1k_samples_ci95"],
+            )
+            row["pipeline defaults / this"] = f"{r:.1f} ± {h:.1f}"
+        if best_model is not None:
+            r, h = results.ratio_ci95(
+                cell["j_per_1k_samples_mean"],
+                cell["j_per_1k_samples_ci95"],
+                best_model["j_per_1k_samples_mean"],
+                best_model["j_per_1k_samples_ci95"],
+            )
+            row["this / best forward"] = f"{r:.2f} ± {h:.2f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+FLOOR_README_COLUMNS = [
+    "technique",
+    "batch",
+    "padding",
+    "J/1k",
+    "J/1k above idle",
+    "samples/s",
+    "metric",
+    "metric change",
+    "original / this",
+    "16-bit peak",
+    "kernel check",
+]
+
+
+def floor_markdown(reports_dir: str | Path) -> str:
+    """The README's energy-floor table, from a floor profile's committed records."""
+    trials = results.read_results(cfg.reports_paths(reports_dir)["results"])
+    table = floor_table(results.summarize(trials), trials)
+    return results.markdown_table(table[FLOOR_README_COLUMNS], digits=3)
+
+
+def end_to_end_markdown(reports_dir: str | Path) -> str:
+    """The README's end-to-end table, from the e2e profile's committed records."""
+    trials = results.read_results(cfg.reports_paths(reports_dir)["results"])
+    return results.markdown_table(end_to_end_table(results.summarize(trials)))

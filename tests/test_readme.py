@@ -1,0 +1,40 @@
+"""The README's measured numbers are printed from committed records, not typed by hand."""
+
+import pandas as pd
+import pytest
+
+from effbert import config, report, results
+
+README = (config.PROJ_ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("render", "reports_dir"),
+    [(report.floor_markdown, "reports/floor-packed"), (report.end_to_end_markdown, "reports/e2e")],
+)
+def test_readme_tables_are_printed_from_the_committed_records(render, reports_dir):
+    table = render(config.PROJ_ROOT / reports_dir)
+    assert table.count("\n") >= 3
+    assert table in README
+
+
+def test_the_floor_explanation_quotes_the_best_cells_recorded_kernels_and_power():
+    paths = config.reports_paths(config.PROJ_ROOT / "reports" / "floor-packed")
+    trials = results.read_results(paths["results"])
+    summary = results.summarize(trials)
+    best = summary.loc[summary["j_per_1k_samples_mean"].idxmin()]
+    record = next(c for c in results.load_cells(paths["cells"]) if c["cell_id"] == best["cell_id"])
+    split = report.kernel_split(record["kernels"])
+    quoted = (
+        f"matrix products {split['matrix products']:.0%}",
+        f"the varlen flash-attention kernel {split['attention']:.0%}",
+        f"element-wise work {split['element-wise and other']:.0%}",
+        f"layer norm {split['layer norm']:.0%}",
+    )
+    text = " ".join(README.split())
+    for phrase in quoted:
+        assert phrase in text, phrase
+    windows = pd.DataFrame(record["trials"])
+    power_w = (windows["energy_j"] / windows["time_s"]).mean()
+    assert f"the card draws {power_w:.0f} W" in text
+    assert f"{best['technique']}" == "bf16+varlen+graphs+cls_last"
