@@ -20,7 +20,7 @@ from effbert.models import TECHNIQUES
 from effbert.results import main_setting, pareto_optimal, ratio_ci95
 from effbert.tasks import TASKS
 
-FIGURES = ("baseline", "energy", "glue", "throughput", "tradeoff", "frontier")
+FIGURES = ("baseline", "energy", "glue", "throughput", "tradeoff", "frontier", "scopes")
 
 ENERGY = "j_per_1k_samples"
 THROUGHPUT = "samples_per_s"
@@ -442,6 +442,57 @@ def frontier(summary: pd.DataFrame) -> Figure:
     return fig
 
 
+SCOPE_COLOURS = {"model": "C0", "end_to_end": "C1"}
+
+
+def scopes(summary: pd.DataFrame) -> Figure:
+    """Per task: energy per sample of each configuration (technique, batch, padding) in each
+    scope side by side, the forward pass alone (``model``) and raw text to labels
+    (``end_to_end``), with 95% intervals over trials."""
+    frame = summary.copy()
+    for column, default in {**_COLUMNS, "padding": "", "scope": "model"}.items():
+        if column not in frame.columns:
+            frame[column] = default
+    frame["scope"] = frame["scope"].fillna("model")
+    frame = frame[frame["energy_source"].ne("none") & frame[f"{ENERGY}_mean"].notna()]
+    if not frame["scope"].eq("end_to_end").any():
+        return _message("No end-to-end cells in these records: every cell is forward-only.")
+    tasks = ordered(frame["task"], list(TASKS))
+    frame["configuration"] = (
+        frame["technique"] + " · bs" + frame["batch_size"].astype(str) + " · " + frame["padding"]
+    )
+    height = sum(frame[frame["task"] == t]["configuration"].nunique() for t in tasks)
+    fig = ReportFigure(figsize=(10, 1.2 + 0.45 * height + 0.6 * len(tasks)), layout="constrained")
+    axes = fig.subplots(len(tasks), 1, squeeze=False)[:, 0]
+    for ax, task in zip(axes, tasks, strict=True):
+        rows = frame[frame["task"] == task]
+        order = rows.groupby("configuration")[f"{ENERGY}_mean"].min().sort_values(ascending=False)
+        y = {c: i for i, c in enumerate(order.index)}
+        for k, scope in enumerate(("model", "end_to_end")):
+            shown = rows[rows["scope"] == scope]
+            if shown.empty:
+                continue
+            values = shown[f"{ENERGY}_mean"].to_numpy()
+            errors = _error_bars(values, shown[f"{ENERGY}_ci95"].to_numpy())
+            ax.barh(
+                [y[c] + (k - 0.5) * 0.4 for c in shown["configuration"]],
+                values,
+                height=0.4,
+                xerr=errors,
+                color=SCOPE_COLOURS[scope],
+                label=scope,
+                capsize=2,
+            )
+        ax.set_yticks(range(len(y)), list(y), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("J per 1000 samples (log)")
+        ax.set_title(task, fontsize=9)
+    handles = [Line2D([], [], color=c, linewidth=6, label=s) for s, c in SCOPE_COLOURS.items()]
+    fig.legend(handles=handles, **_LEGEND)
+    _title(fig, "Forward pass alone and raw text to labels, per configuration", frame)
+    return fig
+
+
 def save_all(summary: pd.DataFrame, figures_dir: Path, technique: str = "fp32") -> list[Path]:
     """Draw every figure of ``FIGURES`` and save it as ``figures_dir/<name>.png``.
 
@@ -462,6 +513,7 @@ def save_all(summary: pd.DataFrame, figures_dir: Path, technique: str = "fp32") 
         "throughput": throughput(summary),
         "tradeoff": tradeoff(summary, technique),
         "frontier": frontier(summary),
+        "scopes": scopes(summary),
     }
     paths = []
     for name in FIGURES:

@@ -59,7 +59,15 @@ def error_segments(ax):
 @pytest.mark.parametrize("energy", [True, False])
 def test_every_figure_is_written(tmp_path, energy):
     paths = plots.save_all(summary(energy), tmp_path)
-    assert plots.FIGURES == ("baseline", "energy", "glue", "throughput", "tradeoff", "frontier")
+    assert plots.FIGURES == (
+        "baseline",
+        "energy",
+        "glue",
+        "throughput",
+        "tradeoff",
+        "frontier",
+        "scopes",
+    )
     assert [p.name for p in paths] == [f"{n}.png" for n in plots.FIGURES]
     for path in paths:
         width, height = Image.open(path).size
@@ -189,3 +197,21 @@ def test_technique_comparison_falls_back_to_throughput_without_energy():
     assert fig.axes[0].get_ylabel() == "samples per second"
     fig = plots.compare(summary(energy=True), ["fp16"])
     assert "energy" in fig.axes[0].get_ylabel()
+
+
+def test_scopes_figure_puts_both_scopes_of_a_configuration_side_by_side():
+    model = summary(tasks=("sst2",), techniques=("fp32", "fp16")).assign(
+        scope="model", padding="max_length"
+    )
+    e2e = model.assign(scope="end_to_end", j_per_1k_samples_mean=model["j_per_1k_samples_mean"] * 3)
+    fig = plots.scopes(pd.concat([model, e2e], ignore_index=True))
+    (ax,) = fig.axes
+    bars = [p for p in ax.patches]
+    assert len(bars) == 4  # two configurations, each in both scopes
+    widths = sorted(round(b.get_width()) for b in bars)
+    assert widths == [50, 150, 200, 600]
+    assert {t.get_text() for t in ax.get_yticklabels()} == {
+        "fp32 · bs16 · max_length",
+        "fp16 · bs16 · max_length",
+    }
+    assert "No end-to-end" in plots.scopes(model).texts[0].get_text()
