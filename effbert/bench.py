@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from effbert import config as cfg
-from effbert import data, energy, environment, metrics, models, packed, results
+from effbert import data, energy, environment, metrics, models, packed, results, workers
 from effbert.params import ALL, MEASURE, Params, load
 from effbert.tasks import GlueTask, get_task
 
@@ -397,6 +398,10 @@ class Study:
             what = "combinations" if combinations else f"of {', '.join(techniques)}"
             print(f"profile {self.params.profile!r} selects none {what}")
             return results.trial_rows([])
+        slots = workers.worker_slots(self.params)
+        if slots:
+            with environment.captured(self.log_path):
+                return workers.run(self, techniques, combinations, cells, slots)
         records = []
         progress = tqdm(
             cells, desc=self.params.profile, unit="cell", mininterval=5.0, file=sys.stdout
@@ -566,6 +571,10 @@ class Study:
             if status == "ok"
             else None,
             "environment": environment.describe(self.torch_device),
+            "worker": {
+                "index": os.environ.get(workers.WORKER_ENV),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            },
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **record,
         }

@@ -121,6 +121,12 @@ class Params:
         "labels: tokenization, copies, forward, arg-max; CPU energy where RAPL is readable)",
         choices=("model", "end_to_end"),
     )
+    workers: int = _param(
+        0,
+        "measurement processes, one per GPU pinned with CUDA_VISIBLE_DEVICES (0: one per "
+        "visible GPU when device is auto or cuda; 1: this process only)",
+        minimum=0,
+    )
     tokenize_workers: int = _param(
         4,
         "end_to_end scope: threads tokenizing the next batches while the device computes",
@@ -404,6 +410,16 @@ def validate(values: dict[str, Any], where: str = "profile", inputs: bool = True
                 annotation = {"float": float, "int": int}.get(annotation, annotation)
                 problem = _type_problem(f"finetune.{task}.{name}", value, annotation)
                 problems += [problem] if problem else []
+    if params.workers > 1 and params.device == "cpu" and params.energy != "none":
+        problems.append(
+            f"workers: {params.workers} on device cpu: the workers would share one CPU package, "
+            "so their energy and time would mix; set workers: 1, or energy: none"
+        )
+    if params.workers > 1 and params.device.startswith("cuda:"):
+        problems.append(
+            f"workers: {params.workers} with device {params.device!r}: a device pinned by "
+            "number runs in one process; set device: cuda (all visible GPUs) or workers: 1"
+        )
     if inputs:
         problems += _input_problems(params)
     if problems:

@@ -88,6 +88,7 @@ CELL_COLUMNS = [
     "prepare_s",
     "peak_memory_mb",
     "fallback",
+    "worker_gpu",
     "cell_id",
     "measured_at",
 ]
@@ -271,6 +272,7 @@ def trial_rows(cells: list[dict[str, Any]]) -> pd.DataFrame:
             "peak_memory_mb": cell.get("peak_memory_mb"),
             "pad_tokens": cell.get("pad_tokens"),
             "fallback": cell.get("fallback"),
+            "worker_gpu": (cell.get("worker") or {}).get("cuda_visible_devices"),
             "cell_id": cell["cell_id"],
             "measured_at": cell.get("measured_at"),
         }

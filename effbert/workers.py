@@ -1,0 +1,224 @@
+"""A study's cells spread over every visible GPU: one worker process per GPU.
+
+Each worker is ``python -m effbert.workers SPEC``, pinned to its GPU with
+``CUDA_VISIBLE_DEVICES``, and measures whole tasks (so a task's cells can interleave), each cell
+read from its own GPU's energy counter and saved to its own record file; workers never write the
+same file. The parent waits, shows progress, and reads the records back. Each run leaves
+``results/runs/<profile>-<time>.json``: which worker measured which tasks, on which GPU, and its
+wall time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from effbert import results
+
+WORKER_ENV = "EFFBERT_WORKER"
+
+
+class WorkerError(RuntimeError):
+    """A worker that failed: the message names its GPU, tasks and log."""
+
+
+def visible_gpus() -> list[str]:
+    """The GPU ids this process may use, as ``CUDA_VISIBLE_DEVICES`` names them."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed:
+        return [g.strip() for g in listed.split(",") if g.strip()][: torch.cuda.device_count()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def worker_slots(params) -> list[str]:
+    """One entry per worker to start (its ``CUDA_VISIBLE_DEVICES``); empty: measure in this
+    process. ``workers: 0`` means one per visible GPU when the device is ``auto`` or ``cuda``.
+
+    Raises:
+        WorkerError: more workers asked for than GPUs visible.
+    """
+    if os.environ.get(WORKER_ENV) is not None or params.workers == 1:
+        return []
+    if params.device == "cpu":
+        return [""] * params.workers if params.workers > 1 else []
+    gpus = visible_gpus() if params.device in ("auto", "cuda") else []
+    if params.workers == 0:
+        return gpus if len(gpus) > 1 else []
+    if params.workers > len(gpus):
+        raise WorkerError(
+            f"workers: {params.workers} asks for one GPU each, but {len(gpus)} "
+            f"{'is' if len(gpus) == 1 else 'are'} visible (device {params.device!r}); set "
+            "workers: 0 (one per visible GPU) or fewer"
+        )
+    return gpus[: params.workers]
+
+
+def assign(cells, n_workers: int, rows_of) -> list[list[str]]:
+    """Whole tasks to workers, the costliest first to the least loaded (cost: cells x rows)."""
+    cost: dict[str, float] = {}
+    for cell in cells:
+        cost[cell.task.name] = cost.get(cell.task.name, 0.0) + rows_of(cell.task)
+    groups: list[list[str]] = [[] for _ in range(n_workers)]
+    load = [0.0] * n_workers
+    for task in sorted(cost, key=lambda t: -cost[t]):
+        i = load.index(min(load))
+        groups[i].append(task)
+        load[i] += cost[task]
+    return groups
+
+
+def run(study, techniques, combinations: bool, cells, slots: list[str]) -> pd.DataFrame:
+    """Measure ``cells`` in one worker process per slot; returns their trial rows."""
+    params = study.params
+    groups = assign(cells, len(slots), lambda task: _rows_or_one(study, task))
+    values = dataclasses.asdict(params)
+    logs = study.paths["logs"]
+    logs.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    workers = []
+    for index, (gpu, tasks) in enumerate(zip(slots, groups, strict=True)):
+        if not tasks:
+            continue
+        spec = {
+            "params": {**values, "tasks": tasks},
+            "reports_dir": str(study.paths["root"]),
+            "force": study.force,
+            "techniques": list(techniques),
+            "combinations": combinations,
+        }
+        env = {**os.environ, WORKER_ENV: str(index), "CUDA_VISIBLE_DEVICES": gpu}
+        log_path = logs / f"{params.profile}-worker{index}.log"
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "effbert.workers", json.dumps(spec)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the parent, which stops the workers
+            )
+        workers.append(
+            {
+                "index": index,
+                "gpu": gpu,
+                "tasks": tasks,
+                "log": log_path,
+                "process": process,
+                "start": time.perf_counter(),
+            }
+        )
+        print(f"worker {index} (GPU {gpu or 'none'}): {', '.join(tasks)}")
+    try:
+        _wait(workers, cells, study.paths["cells"], study.force)
+    except KeyboardInterrupt:
+        _stop(workers)
+        raise
+    wall_s = time.perf_counter() - started
+    _write_run(study, workers, wall_s)
+    failed = [w for w in workers if w["process"].returncode != 0]
+    records = [results.find_cell(study.paths["cells"], c.config) for c in cells]
+    results.write_tables(study.paths["results"], study.paths["cells"])
+    if failed:
+        raise WorkerError(
+            "; ".join(
+                f"worker {w['index']} (GPU {w['gpu']}, tasks {', '.join(w['tasks'])}) exited "
+                f"{w['process'].returncode}: see {w['log']}"
+                for w in failed
+            )
+            + f". The cells it finished are kept ({sum(r is not None for r in records)} of "
+            f"{len(cells)} recorded); run again to measure the rest"
+        )
+    return results.trial_rows([r for r in records if r is not None])
+
+
+def _rows_or_one(study, task) -> int:
+    try:
+        return len(study.rows(task))
+    except Exception:
+        return 1  # a task that will be skipped costs little
+
+
+def _wait(workers, cells, cells_dir: Path, force: bool, every_s: float = 1.0) -> None:
+    """Poll the workers, counting the cells whose record appeared (or was rewritten)."""
+    from tqdm.auto import tqdm
+
+    progress = tqdm(total=len(cells), desc="cells", unit="cell", file=sys.stdout)
+    paths = [results.cell_path(cells_dir, c.config) for c in cells]
+    kept = set() if force else {p for p in paths if p.exists()}
+    since = time.time()
+    while True:
+        running = [w for w in workers if w["process"].poll() is None]
+        for w in workers:
+            if w["process"].returncode is not None and "wall_s" not in w:
+                w["wall_s"] = time.perf_counter() - w["start"]
+        done = sum(p in kept or (p.exists() and p.stat().st_mtime >= since) for p in paths)
+        progress.n = done
+        progress.refresh()
+        if not running:
+            break
+        time.sleep(every_s)
+    progress.close()
+
+
+def _stop(workers) -> None:
+    for w in workers:
+        if w["process"].poll() is None:
+            w["process"].send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 30
+    for w in workers:
+        try:
+            w["process"].wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            w["process"].kill()
+
+
+def _write_run(study, workers, wall_s: float) -> Path:
+    now = datetime.now(timezone.utc)
+    record = {
+        "profile": study.params.profile,
+        "finished_at": now.isoformat(timespec="seconds"),
+        "wall_s": round(wall_s, 1),
+        "workers": [
+            {
+                "index": w["index"],
+                "cuda_visible_devices": w["gpu"],
+                "tasks": w["tasks"],
+                "wall_s": round(w.get("wall_s", wall_s), 1),
+                "exit": w["process"].returncode,
+            }
+            for w in workers
+        ],
+    }
+    path = study.paths["results"] / "runs" / f"{study.params.profile}-{now:%Y%m%dT%H%M%S}.json"
+    results.write_json_atomic(path, record)
+    return path
+
+
+def main(argv: list[str]) -> int:
+    """A worker: measure the spec's tasks in this process."""
+    from effbert import bench, params
+
+    spec = json.loads(argv[0])
+    settings = params.validate(spec["params"], inputs=False)
+    study = bench.Study(settings, spec["reports_dir"], spec["force"])
+    try:
+        study.run(spec["techniques"], spec["combinations"])
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

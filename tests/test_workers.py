@@ -1,0 +1,66 @@
+"""Cells spread over worker processes: one per GPU (here: CPU processes, energy off)."""
+
+import json
+
+import pytest
+
+from effbert import bench, params, results, workers
+
+
+def settings(**overrides):
+    values = dict(
+        device="cpu",
+        energy="none",
+        techniques=["fp32", "bf16"],
+        tasks=["sst2", "mrpc", "stsb"],
+        trials=2,
+        max_samples=24,
+    )
+    return params.load("smoke", **{**values, **overrides})
+
+
+def test_workers_measure_whole_tasks_each_and_the_cells_keep_their_identity(tmp_path):
+    spread = bench.Study(settings(workers=2), str(tmp_path / "two")).run(["fp32", "bf16"])
+    alone = bench.Study(settings(workers=1), str(tmp_path / "one")).run(["fp32", "bf16"])
+    assert set(spread["status"]) == {"ok"} and len(spread) == len(alone)
+    assert set(spread["cell_id"]) == set(alone["cell_id"])
+    cells = results.load_cells(tmp_path / "two" / "results" / "cells")
+    by_task = {}
+    for cell in cells:
+        by_task.setdefault(cell["config"]["task"], set()).add(cell["worker"]["index"])
+    assert all(len(indices) == 1 for indices in by_task.values()), by_task
+    assert {i for s in by_task.values() for i in s} == {"0", "1"}
+    (run,) = (tmp_path / "two" / "results" / "runs").glob("smoke-*.json")
+    record = json.loads(run.read_text())
+    assert sorted(t for w in record["workers"] for t in w["tasks"]) == ["mrpc", "sst2", "stsb"]
+    assert all(w["exit"] == 0 and w["wall_s"] > 0 for w in record["workers"])
+    assert {
+        c["worker"]["index"] for c in results.load_cells(tmp_path / "one" / "results" / "cells")
+    } == {None}
+
+
+def test_tasks_go_to_the_least_loaded_worker_costliest_first():
+    class Cell:
+        def __init__(self, name):
+            self.task = type("Task", (), {"name": name})()
+
+    cells = [Cell("a")] * 3 + [Cell("b")] * 2 + [Cell("c")] * 2
+    groups = workers.assign(cells, 2, lambda task: {"a": 10, "b": 10, "c": 5}[task.name])
+    assert groups == [["a"], ["b", "c"]]
+
+
+def test_more_workers_than_gpus_is_refused_with_the_count():
+    with pytest.raises(workers.WorkerError, match="workers: 3 asks for one GPU each, but 0"):
+        workers.worker_slots(settings(device="cuda", workers=3))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"workers": 2, "energy": "auto"}, "share one CPU package"),
+        ({"workers": 2, "device": "cuda:1", "energy": "none"}, "pinned by number"),
+    ],
+)
+def test_worker_settings_that_would_mix_measurements_are_refused(overrides, message):
+    with pytest.raises(params.ProfileError, match=message):
+        settings(**overrides)
