@@ -363,17 +363,24 @@ class Study:
         p = self.params
         if combinations:
             points = [
-                (c["technique"], c.get("batch_size", p.batch_sizes[0]), c.get("padding", p.padding))
+                (
+                    c["technique"],
+                    c.get("batch_size", p.batch_sizes[0]),
+                    c.get("padding", p.padding),
+                    c.get("tasks", p.tasks),
+                )
                 for c in p.combinations
             ]
         else:
             chosen = [t.name for t in self.techniques if t.name in techniques]
-            points = [(t, bs, p.padding) for t in chosen for bs in p.batch_sizes]
+            points = [(t, bs, p.padding, p.tasks) for t in chosen for bs in p.batch_sizes]
         cells = []
         for name in p.tasks:
             task = get_task(name)
             checkpoint = self.checkpoint_for(task)
-            for technique, batch_size, padding in points:
+            for technique, batch_size, padding, only in points:
+                if name not in only:
+                    continue
                 config = self.cell_config(task, technique, batch_size, checkpoint, padding)
                 cells.append(
                     Cell(

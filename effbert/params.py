@@ -376,11 +376,17 @@ def validate(values: dict[str, Any], where: str = "profile", inputs: bool = True
             except ValueError as err:
                 problems.append(f"{key}: {err}{_did_you_mean(name, TECHNIQUES)}")
     for i, combination in enumerate(params.combinations):
-        unknown = set(combination) - {"technique", "batch_size", "padding"}
+        unknown = set(combination) - {"technique", "batch_size", "padding", "tasks"}
         if unknown or "technique" not in combination:
             problems.append(
                 f"combinations[{i}] is {combination!r}: give technique, and optionally "
-                "batch_size and padding"
+                "batch_size, padding and tasks"
+            )
+        only = combination.get("tasks", params.tasks)
+        if not isinstance(only, list) or not set(only) <= set(params.tasks):
+            problems.append(
+                f"combinations[{i}].tasks is {only!r}: give a list of the profile's tasks "
+                f"({', '.join(params.tasks)})"
             )
         problems += _value_problems(
             f"combinations[{i}].batch_size", combination.get("batch_size", 1), {"minimum": 1}

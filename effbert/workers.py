@@ -92,8 +92,16 @@ def run(study, techniques, combinations: bool, cells, slots: list[str]) -> pd.Da
     for index, (gpu, tasks) in enumerate(zip(slots, groups, strict=True)):
         if not tasks:
             continue
+        combos = [
+            {**c, "tasks": [t for t in c.get("tasks", tasks) if t in tasks]}
+            for c in values["combinations"]
+        ]
         spec = {
-            "params": {**values, "tasks": tasks},
+            "params": {
+                **values,
+                "tasks": tasks,
+                "combinations": [c for c in combos if c["tasks"]],
+            },
             "reports_dir": str(study.paths["root"]),
             "force": study.force,
             "techniques": list(techniques),

@@ -64,3 +64,18 @@ def test_more_workers_than_gpus_is_refused_with_the_count():
 def test_worker_settings_that_would_mix_measurements_are_refused(overrides, message):
     with pytest.raises(params.ProfileError, match=message):
         settings(**overrides)
+
+
+def test_a_combination_may_name_its_tasks_and_workers_keep_that(tmp_path):
+    combos = [
+        {"technique": "fp32", "batch_size": 8, "padding": "bucketed", "tasks": ["mrpc"]},
+        {"technique": "bf16", "batch_size": 8, "padding": "bucketed"},
+    ]
+    study = bench.Study(settings(workers=2, combinations=combos), str(tmp_path))
+    planned = {(c.task.name, c.technique.name) for c in study.plan([], combinations=True)}
+    assert planned == {("mrpc", "fp32"), ("sst2", "bf16"), ("mrpc", "bf16"), ("stsb", "bf16")}
+    trials = study.run(combinations=True)
+    measured = {tuple(r) for r in trials[["task", "technique"]].drop_duplicates().to_numpy()}
+    assert measured == planned and set(trials["status"]) == {"ok"}
+    with pytest.raises(params.ProfileError, match=r"combinations\[0\].tasks is \['qqp'\]"):
+        settings(combinations=[{"technique": "fp32", "tasks": ["qqp"]}])
