@@ -44,6 +44,13 @@ ATTENTIONS: dict[str, dict] = {
     "flash": {"attention": "sdpa", "fused_attention_only": True},
     "varlen": {"attention": "sdpa", "packed": True},
     "flex": {"attention": "sdpa", "packed": True, "flex": True},
+    # transformers' own flash-attention paths, where their packages are installed
+    "fa2": {"attention": "flash_attention_2", "needs_cuda": True, "package": "flash_attn"},
+    "fa3": {
+        "attention": "flash_attention_3",
+        "needs_cuda": True,
+        "package": "flash_attn_interface",
+    },
 }
 EXECUTIONS = ("eager", "compile", "compile_max", "graphs", "pipeline")
 SHORTCUTS = ("none", "cls_last")
@@ -192,6 +199,11 @@ def padding_problem(technique: Technique, padding: str) -> str | None:
 
 def unsupported_reason(technique: Technique, device: torch.device) -> str | None:
     """Why ``technique`` cannot run on ``device``, or None when it can."""
+    import importlib.util
+
+    package = technique._axis("package")
+    if package and importlib.util.find_spec(package) is None:
+        return f"{technique.name} needs the package {package!r}, which is not installed"
     if technique.needs_cuda and device.type != "cuda":
         return f"{technique.name} needs a CUDA GPU; this run is on {device.type}"
     if device.type == "cuda":
@@ -212,6 +224,8 @@ def unsupported_reason(technique: Technique, device: torch.device) -> str | None
         and technique.autocast_dtype not in sixteen_bit
     ):
         return f"{technique.name}: packed attention needs fp16 or bf16 (weights or autocast)"
+    if technique.attention in ("fa2", "fa3") and technique.weights_dtype not in sixteen_bit:
+        return f"{technique.name}: transformers' flash attention needs fp16 or bf16 weights"
     return None
 
 

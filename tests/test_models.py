@@ -209,3 +209,16 @@ def test_padding_and_attention_must_agree():
     assert models.padding_problem(varlen, "packed") is None
     reason = models.unsupported_reason(varlen, torch.device("cpu"))
     assert reason is None
+
+
+def test_flash_attention_packages_are_named_when_missing(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "flash_attn" else real(name)
+    )
+    technique = models.get_technique("fp16+fa2")
+    assert technique.attn_implementation == "flash_attention_2"
+    reason = models.unsupported_reason(technique, torch.device("cpu"))
+    assert "needs the package 'flash_attn'" in reason

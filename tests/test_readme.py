@@ -10,7 +10,11 @@ README = (config.PROJ_ROOT / "README.md").read_text()
 
 @pytest.mark.parametrize(
     ("render", "reports_dir"),
-    [(report.floor_markdown, "reports/floor-packed"), (report.end_to_end_markdown, "reports/e2e")],
+    [
+        (report.floor_markdown, "reports/floor-packed"),
+        (report.floor_markdown, "reports/floor-packed-h100"),
+        (report.end_to_end_markdown, "reports/e2e"),
+    ],
 )
 def test_readme_tables_are_printed_from_the_committed_records(render, reports_dir):
     table = render(config.PROJ_ROOT / reports_dir)
