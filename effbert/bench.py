@@ -710,6 +710,7 @@ class CellRun:
             idle_power_w,
             params.carbon_intensity_g_per_kwh,
         )
+        getattr(self.run_pass, "close", lambda: None)()
         trials = [{**t, **facts} for t, facts in zip(trials, self.window_facts, strict=True)]
         cv = variation(trials)
         return {
@@ -798,94 +799,153 @@ def end_to_end_pass(
             parts.append(rows_b[i : i + part_rows])
             batch_of_part.append(b)
     pin = device.type == "cuda"
-    pad_id = tokenizer.pad_token_id or 0
+    dataset = TokenizedParts(tokenizer, texts, pairs, parts, cell, max_length)
+    # one endless stream over the parts, pass after pass: the workers tokenize the next pass
+    # while the device computes this one
     loader = torch.utils.data.DataLoader(
-        TokenizedChunks(tokenizer, texts, pairs, parts, cell, max_length),
+        dataset,
         batch_size=None,
         num_workers=workers,
-        pin_memory=pin,
-        persistent_workers=True,
         prefetch_factor=2,
         multiprocessing_context="fork",
     )
     forward = prepared.forward()
+    stream = None
 
     def run_e2e() -> list[torch.Tensor]:
+        nonlocal stream
+        if stream is None:
+            stream = iter(loader)
         labels, pending = [], []
-        for i, host in enumerate(loader):
-            pending.append(host)
+        for i in range(len(parts)):
+            pending.append(next(stream))
             if i + 1 < len(parts) and batch_of_part[i + 1] == batch_of_part[i]:
                 continue
-            joined = join_parts(pending, pad_id)
+            joined = join_parts(pending, dataset.pad_id)
             pending = []
             batch = {
-                k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+                k: v.pin_memory().to(device, non_blocking=True) if pin else v
                 for k, v in joined.items()
+                if torch.is_tensor(v)
             }
+            batch.update({k: v for k, v in joined.items() if not torch.is_tensor(v)})
             labels.append(forward(batch).argmax(-1).to("cpu", non_blocking=pin))
         energy.synchronize(device)  # the labels are on the host
         return labels
 
+    def close() -> None:
+        nonlocal stream
+        stream = None  # the iterator's end stops its worker processes
+
+    run_e2e.close = close
     return run_e2e
 
 
 def join_parts(parts: list[dict], pad_id: int) -> dict:
-    """One batch from its separately tokenized parts: packed parts end to end, padded parts
-    padded to the longest."""
-    if len(parts) == 1:
-        return parts[0]
+    """One batch of tensors from its separately tokenized parts (NumPy arrays): packed parts
+    end to end, padded parts padded to the longest."""
     if "cu_seqlens" in parts[0]:
-        offsets = [0]
-        for part in parts[:-1]:
-            offsets.append(offsets[-1] + int(part["cu_seqlens"][-1]))
+        offsets = np.cumsum([0] + [int(p["cu_seqlens"][-1]) for p in parts[:-1]])
         cu = [parts[0]["cu_seqlens"][:1]]
         cu += [p["cu_seqlens"][1:] + o for p, o in zip(parts, offsets, strict=True)]
         return {
-            "input_ids": torch.cat([p["input_ids"] for p in parts]),
-            "position_ids": torch.cat([p["position_ids"] for p in parts]),
-            "cu_seqlens": torch.cat(cu),
+            "input_ids": torch.from_numpy(np.concatenate([p["input_ids"] for p in parts])),
+            "position_ids": torch.from_numpy(np.concatenate([p["position_ids"] for p in parts])),
+            "cu_seqlens": torch.from_numpy(np.concatenate(cu).astype(np.int32)),
             "max_len": max(p["max_len"] for p in parts),
             "lengths": [n for p in parts for n in p["lengths"]],
         }
     width = max(p["input_ids"].shape[1] for p in parts)
-    widen = torch.nn.functional.pad
+
+    def widened(key: str, value: int) -> torch.Tensor:
+        arrays = [
+            np.pad(p[key], ((0, 0), (0, width - p[key].shape[1])), constant_values=value)
+            for p in parts
+        ]
+        return torch.from_numpy(np.concatenate(arrays))
+
     return {
-        "input_ids": torch.cat(
-            [
-                widen(p["input_ids"], (0, width - p["input_ids"].shape[1]), value=pad_id)
-                for p in parts
-            ]
-        ),
-        "attention_mask": torch.cat(
-            [widen(p["attention_mask"], (0, width - p["attention_mask"].shape[1])) for p in parts]
-        ),
+        "input_ids": widened("input_ids", pad_id),
+        "attention_mask": widened("attention_mask", 0),
     }
 
 
-class TokenizedChunks(torch.utils.data.Dataset):
-    """Raw rows cut into batches, each tokenized on demand (in a DataLoader worker): padded
-    tensors, or packed ones for a padding-free technique."""
+class TokenizedParts(torch.utils.data.Dataset):
+    """Raw rows cut into parts of batches, each tokenized on demand (in a DataLoader worker)
+    into NumPy arrays: padded, or packed for a padding-free technique. Index ``i`` is part
+    ``i % len(parts)``: the stream runs pass after pass.
 
-    def __init__(self, tokenizer, texts, pairs, chunks, cell: Cell, max_length: int) -> None:
-        self.tokenizer, self.texts, self.pairs, self.chunks = tokenizer, texts, pairs, chunks
-        self.padding = "max_length" if cell.padding == "max_length" else "longest"
-        self.packed, self.max_length = cell.technique.packed, max_length
+    Fast tokenizers are called through their Rust backend (``encode_batch_fast``), which gives
+    the ids ``tokenizer(...)`` gives without its per-call Python conversions."""
+
+    def __init__(self, tokenizer, texts, pairs, parts, cell: Cell, max_length: int) -> None:
+        self.texts, self.pairs, self.parts = texts, pairs, parts
+        self.packed = cell.technique.packed
+        self.pad_id = tokenizer.pad_token_id or 0
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.fixed = cell.padding == "max_length"
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self.backend = None
+        if backend is not None:
+            import copy
+
+            self.backend = copy.deepcopy(backend)
+            self.backend.enable_truncation(max_length)
+            if self.packed:
+                self.backend.no_padding()
+            else:
+                self.backend.enable_padding(
+                    pad_id=self.pad_id,
+                    pad_token=tokenizer.pad_token or "[PAD]",
+                    length=max_length if self.fixed else None,
+                )
 
     def __len__(self) -> int:
-        return len(self.chunks)
+        return len(self.parts) * 10**9
 
     def __getitem__(self, i: int) -> dict:
-        chunk = self.chunks[i]
+        part = self.parts[i % len(self.parts)]
+        texts = [self.texts[j] for j in part]
+        if self.pairs:
+            texts = list(zip(texts, [self.pairs[j] for j in part], strict=True))
+        if self.backend is None:
+            return self._slow(texts)
+        encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
+        encodings = encode(texts)
+        if self.packed:
+            lengths = [len(e.ids) for e in encodings]
+            cu = np.zeros(len(lengths) + 1, dtype=np.int32)
+            cu[1:] = np.cumsum(lengths)
+            return {
+                "input_ids": np.fromiter(
+                    (t for e in encodings for t in e.ids), dtype=np.int64, count=int(cu[-1])
+                ),
+                "position_ids": np.concatenate([np.arange(n) for n in lengths]),
+                "cu_seqlens": cu,
+                "max_len": max(lengths),
+                "lengths": lengths,
+            }
+        return {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        }
+
+    def _slow(self, texts) -> dict:
+        first = [t[0] for t in texts] if self.pairs else texts
+        second = [t[1] for t in texts] if self.pairs else None
         encoded = self.tokenizer(
-            [self.texts[j] for j in chunk],
-            [self.pairs[j] for j in chunk] if self.pairs else None,
+            first,
+            second,
             truncation=True,
             max_length=self.max_length,
-            padding=self.padding,
-            return_tensors="pt",
+            padding="max_length" if self.fixed else "longest",
+            return_tensors="np",
         )
-        host = {k: encoded[k] for k in ("input_ids", "attention_mask")}
-        return packed.pack(host["input_ids"], host["attention_mask"]) if self.packed else host
+        ids, mask = encoded["input_ids"].astype(np.int64), encoded["attention_mask"]
+        if not self.packed:
+            return {"input_ids": ids, "attention_mask": mask.astype(np.int64)}
+        out = packed.pack(torch.from_numpy(ids), torch.from_numpy(mask))
+        return {k: v.numpy() if torch.is_tensor(v) else v for k, v in out.items()}
 
 
 # Substrings of CUDA kernel names that show which path ran.
