@@ -948,6 +948,24 @@ class TokenizedParts(torch.utils.data.Dataset):
         return {k: v.numpy() if torch.is_tensor(v) else v for k, v in out.items()}
 
 
+def idle_gap_share(spans: list[tuple[float, float]]) -> float | None:
+    """The share of a pass's GPU span (first kernel start to last kernel end) in which no
+    kernel ran: launch gaps and host waits."""
+    if not spans:
+        return None
+    spans = sorted(spans)
+    busy, (start, end) = 0.0, spans[0]
+    first = start
+    for s, e in spans[1:]:
+        if s > end:
+            busy += end - start
+            start, end = s, e
+        else:
+            end = max(end, e)
+    busy += end - start
+    return round(1 - busy / max(end - first, 1e-9), 4)
+
+
 # Substrings of CUDA kernel names that show which path ran.
 KERNEL_SIGNS = {
     "flash": ("flash", "fmha", "efficient_attention", "cudnn", "attention"),
@@ -965,9 +983,11 @@ def kernel_record(run_pass: Callable[[], None], technique: models.Technique, dev
         run_pass()
         energy.synchronize(device)
     times: dict[str, float] = {}
+    spans = []
     for event in prof.events():
         if event.device_type.name == "CUDA":
             times[event.name] = times.get(event.name, 0.0) + event.device_time_total
+            spans.append((event.time_range.start, event.time_range.end))
     total = sum(times.values()) or 1.0
     top = sorted(times.items(), key=lambda kv: -kv[1])
     names = " ".join(times).lower()
@@ -981,6 +1001,7 @@ def kernel_record(run_pass: Callable[[], None], technique: models.Technique, dev
     missing = [e for e in expected if not any(sign in names for sign in KERNEL_SIGNS[e])]
     return {
         "top": [{"name": n[:120], "share": round(t / total, 4)} for n, t in top[:12]],
+        "idle_gap_share": idle_gap_share(spans),
         "expected": expected,
         "found": {e: e not in missing for e in expected},
         "fallback": f"no {', '.join(missing)} kernel ran" if missing else None,

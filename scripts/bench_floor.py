@@ -51,7 +51,9 @@ def main() -> None:
         windows = trials[trials["cell_id"] == best["cell_id"]]
         power_w = (windows["energy_j"] / windows["time_s"]).mean()
         idle_w = windows["idle_power_w"].iloc[0]
-        print(f"  card power {power_w:.0f} W in the windows, idle {idle_w:.0f} W")
+        gaps = (record.get("kernels") or {}).get("idle_gap_share")
+        gaps_text = f", no kernel running for {gaps:.1%} of the pass" if gaps is not None else ""
+        print(f"  card power {power_w:.0f} W in the windows, idle {idle_w:.0f} W{gaps_text}")
 
 
 if __name__ == "__main__":

@@ -246,3 +246,9 @@ def test_interleaved_rounds_spread_each_cells_trials_over_the_task(tmp_path):
     again = small_study(tmp_path, order="interleaved", trials=3, techniques=["fp32", "int8"])
     assert len(again.run(["fp32", "int8"])) == len(trials)  # finished cells are read back
     study.check(trials)
+
+
+def test_idle_gap_share_counts_time_without_any_kernel():
+    # kernels over [0, 4] and [6, 10] with an overlap inside the first: 2 of 10 units idle
+    assert bench.idle_gap_share([(0, 3), (1, 4), (6, 10)]) == pytest.approx(0.2)
+    assert bench.idle_gap_share([]) is None
