@@ -88,3 +88,30 @@ def test_padding_free_cells_run_varlen_flash_and_match_the_padded_model(techniqu
     with prepared.context():
         kernels = bench.kernel_record(run_pass, chosen, cuda)
     assert kernels["fallback"] is None, kernels["top"]
+
+
+def test_end_to_end_stream_on_the_gpu_gives_the_forward_only_metric(tmp_path):
+    settings = dict(
+        profile="gpu-e2e",
+        data_source="synthetic",
+        model="tiny-random",
+        techniques=["bf16"],
+        combinations=[{"technique": "bf16+varlen+cls_last", "batch_size": 32, "padding": "packed"}],
+        device="cuda",
+        energy="nvml",
+        tasks=["mrpc"],
+        max_samples=96,
+        warmup_s=0.2,
+        trials=2,
+        min_window_s=1.0,
+        idle_s=0.5,
+        tokenize_workers=3,
+        metrics_backend="sklearn",
+        metric_tolerance=1.0,
+    )
+    e2e = bench.Study(params.validate({**settings, "scope": "end_to_end"}), str(tmp_path))
+    model = bench.Study(params.validate(settings), str(tmp_path))
+    streamed, forward = e2e.run(combinations=True), model.run(combinations=True)
+    assert set(streamed["status"]) == set(forward["status"]) == {"ok"}
+    assert streamed["metric_value"].iloc[0] == forward["metric_value"].iloc[0]
+    assert (streamed["cpu_cores_busy"] > 0).all() and (streamed["energy_j"] > 0).all()
