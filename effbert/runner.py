@@ -102,10 +102,22 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
 
 
+ANALYSIS_PREFIX = "9"  # notebooks that read records only: they run on any machine
+
+
+def analysis_only(only: list[str] | None) -> bool:
+    """Whether ``--only`` selects analysis notebooks alone (no GPU, Hub or inputs needed)."""
+    return bool(only) and all(o.startswith(ANALYSIS_PREFIX) for o in only)
+
+
 def validated_profile(
-    profile_name: str, notebooks_dir: Path = cfg.NOTEBOOKS_DIR
+    profile_name: str, notebooks_dir: Path = cfg.NOTEBOOKS_DIR, machine: bool = True
 ) -> tuple[prm.Params, dict[Path, list[str]]]:
     """Load and check a profile, and that each notebook declares only what the runner injects.
+
+    Args:
+        machine: also check the profile's inputs and that this machine has the GPU and Hub it
+            needs (off when only analysis notebooks run).
 
     Returns:
         The profile's parameters, and each notebook (in order) with the parameters it declares.
@@ -113,7 +125,7 @@ def validated_profile(
     Raises:
         ProfileError: a bad key, type or value, or a GPU or Hub this machine lacks.
     """
-    params = prm.load(profile_name)
+    params = prm.load(profile_name, inputs=machine)
     declared = {path: list(declared_parameters(path)) for path in notebook_paths(notebooks_dir)}
     for path, names in declared.items():
         extra = set(names) - set(INJECTED)
@@ -122,7 +134,8 @@ def validated_profile(
                 f"{path.name} declares {sorted(extra)} in its parameters cell: settings belong "
                 "in effbert/params.py, the parameters cell holds only " + ", ".join(INJECTED)
             )
-    check_can_run(params)
+    if machine:
+        check_can_run(params)
     return params, declared
 
 
@@ -146,7 +159,7 @@ def run_profile(
         ProfileError: a bad profile, before any notebook runs.
         RunInterrupted: Ctrl-C; the index is written and every finished cell is kept.
     """
-    params, declared = validated_profile(profile_name, notebooks_dir)
+    params, declared = validated_profile(profile_name, notebooks_dir, not analysis_only(only))
     paths = list(declared)
     out = cfg.reports_paths(reports_dir)
     selected = [p for p in paths if not only or any(p.stem.startswith(o) for o in only)]

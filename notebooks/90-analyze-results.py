@@ -68,11 +68,7 @@ trials[trials["status"] == "skipped"][["task", "technique", "reason"]].drop_dupl
 
 # %% [markdown]
 # ## The original study's claims
-# Each claim compares two techniques on one task at the study's setting (batch size 16, padded to
-# max_length): the ratio is the first one's energy per sample over the second's, with its 95%
-# interval. A claim holds where the whole interval lies on its side of 1 (for Flash Attention,
-# also with the task metric at most 0.005 lower), does not hold where it lies on the other side,
-# and is not resolved where the interval includes 1.
+# Each claim judged from the records, task by task, with the rules stated under the table.
 
 # %%
 Markdown(report.claims_markdown(summary))

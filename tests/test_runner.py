@@ -110,3 +110,15 @@ def test_a_profile_given_by_path_reaches_the_notebooks_as_a_path_they_can_open(t
     assert runner.profile_argument(outside) == str(tmp_path / "p.yaml")
     inside = config.PARAMS_DIR / "smoke.yaml"
     assert runner.profile_argument(str(inside)) == "smoke"
+
+
+def test_the_analysis_notebook_alone_runs_a_gpu_profile_on_any_machine(tmp_path, monkeypatch):
+    """`--only 90` reads records only: no GPU, Hub or input folders are asked for."""
+    from effbert import config, runner
+
+    monkeypatch.delenv("EFFBERT_GLUE_DIR", raising=False)
+    monkeypatch.delenv("EFFBERT_BASE_MODEL", raising=False)
+    assert runner.analysis_only(["90"]) and not runner.analysis_only(["20", "90"])
+    assert not runner.analysis_only(None)
+    params, _ = runner.validated_profile("offline-gpu", config.NOTEBOOKS_DIR, machine=False)
+    assert params.device == "cuda"
