@@ -381,3 +381,58 @@ def end_to_end_markdown(reports_dir: str | Path) -> str:
     """The README's end-to-end table, from the e2e profile's committed records."""
     trials = results.read_results(cfg.reports_paths(reports_dir)["results"])
     return results.markdown_table(end_to_end_table(results.summarize(trials)))
+
+
+def headline_markdown(summary: pd.DataFrame, metric_tolerance: float = 0.02) -> str:
+    """Per task: the cheapest configuration whose metric stays within ``metric_tolerance`` of
+    the original configuration's (fp32, batch 16, padded to max_length), both from the same
+    records, with the energy ratio and its 95% interval."""
+    cells = summary[(summary["scope"].fillna("model") == "model")]
+    cells = cells[cells["j_per_1k_samples_mean"].notna()]
+    rows = []
+    for task, group in cells.groupby("task", sort=False):
+        original = group[
+            (group["technique"] == "fp32")
+            & (group["batch_size"] == 16)
+            & (group["padding"] == "max_length")
+        ]
+        if original.empty:
+            continue
+        base = original.iloc[0]
+        kept = group[group["metric_value"] >= base["metric_value"] - metric_tolerance]
+        best = kept.loc[kept["j_per_1k_samples_mean"].idxmin()]
+        ratio, half = results.ratio_ci95(
+            base["j_per_1k_samples_mean"],
+            base["j_per_1k_samples_ci95"],
+            best["j_per_1k_samples_mean"],
+            best["j_per_1k_samples_ci95"],
+        )
+        rows.append(
+            {
+                "task": task,
+                "original (fp32, batch 16, padded) J/1k": _mean_ci(base, "j_per_1k_samples"),
+                "best configuration": f"{best['technique']}, batch {best['batch_size']}, "
+                f"{best['padding']}",
+                "best J/1k": _mean_ci(best, "j_per_1k_samples"),
+                "original / best": f"{ratio:.1f}× ± {half:.1f}",
+                "metric": f"{base['metric']} {base['metric_value']:.4f} → "
+                f"{best['metric_value']:.4f}",
+            }
+        )
+    if not rows:
+        return "No task has the original configuration (fp32, batch 16, max_length) measured."
+    return results.markdown_table(pd.DataFrame(rows))
+
+
+def published_markdown(reports_dir: str | Path, profile: str) -> str:
+    """The README's account of a published run, all printed from its records: the headline,
+    the original study's claims judged, and the findings."""
+    trials = results.read_results(cfg.reports_paths(reports_dir)["results"], profile)
+    summary = results.summarize(trials)
+    return "\n\n".join(
+        [
+            headline_markdown(summary),
+            claims_markdown(summary),
+            results.findings(summary),
+        ]
+    )

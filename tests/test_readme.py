@@ -42,3 +42,9 @@ def test_the_floor_explanation_quotes_the_best_cells_recorded_kernels_and_power(
     power_w = (windows["energy_j"] / windows["time_s"]).mean()
     assert f"the card draws {power_w:.0f} W" in text
     assert f"{best['technique']}" == "bf16+varlen+graphs+cls_last"
+
+
+def test_the_published_runs_headline_claims_and_findings_are_printed_from_its_records():
+    text = report.published_markdown(config.PROJ_ROOT / "reports" / "offline-gpu", "offline-gpu")
+    assert "| claim |" in text and "original / best" in text
+    assert text in README
