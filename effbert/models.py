@@ -375,6 +375,25 @@ def _tf32() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
+# torchao's int8 matrix products need more than 16 rows ("size(0) needs to be greater than
+# 16"); a smaller batch gets masked pad tokens, which leave its outputs unchanged.
+INT8_MIN_ROWS = 17
+
+
+def pad_to_rows(batch: Batch, min_rows: int) -> Batch:
+    """``batch`` widened with masked pad tokens until it holds at least ``min_rows`` tokens."""
+    n, length = batch.input_ids.shape
+    if n * length >= min_rows:
+        return batch
+    extra = -(-min_rows // n) - length
+    widen = torch.nn.functional.pad
+    return Batch(
+        widen(batch.input_ids, (0, extra)),
+        widen(batch.attention_mask, (0, extra)),
+        batch.row_index,
+    )
+
+
 @dataclass
 class Prepared:
     """A model ready to run under one technique."""
@@ -409,6 +428,8 @@ class Prepared:
             from effbert.packed import packed_inputs
 
             return packed_inputs(batch, self.device)
+        if self.technique.quantize in ("int8_dynamic", "int8_weight"):
+            batch = pad_to_rows(batch, INT8_MIN_ROWS)
         return batch.to(self.device).inputs()
 
     def forward(self) -> Callable[..., torch.Tensor]:

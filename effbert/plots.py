@@ -35,6 +35,7 @@ _COLUMNS = {
     f"{ENERGY}_ci95": np.nan,
     f"{THROUGHPUT}_mean": np.nan,
     f"{THROUGHPUT}_ci95": np.nan,
+    "dynamic_j_per_1k_samples_mean": np.nan,
 }
 _MARKERS = "osD^vP*Xhp<>"
 _EMPTY = "No measured cells in this summary, so there is nothing to plot."
@@ -181,7 +182,8 @@ def _bar_figure(table, errors, ylabel: str, title: str, rows, interval: str = _T
 
 
 def baseline(summary: pd.DataFrame, technique: str = "fp32") -> Figure:
-    """Energy per 1000 samples of the baseline technique, per task, with 95% intervals."""
+    """Energy per 1000 samples of the baseline technique, per task, with 95% intervals; the
+    hatched inner bar is the part above the device's idle power."""
     rows = _prepare(summary)
     rows = rows[rows["technique"] == technique]
     if not _has_energy(rows):
@@ -192,6 +194,19 @@ def baseline(summary: pd.DataFrame, technique: str = "fp32") -> Figure:
     fig = ReportFigure(figsize=(7, 3.8), layout="constrained")
     ax = fig.add_subplot()
     _grouped_bars(ax, table, errors)
+    dynamic, _ = _tables(rows, "dynamic_j_per_1k_samples_mean")
+    if dynamic.notna().to_numpy().any():
+        x = np.arange(len(dynamic.index))
+        ax.bar(
+            x,
+            dynamic.iloc[:, 0].to_numpy(),
+            width=0.3,
+            color="none",
+            edgecolor="black",
+            hatch="//",
+            label="above idle power",
+        )
+        fig.legend(**_LEGEND)
     ax.set_ylabel("energy per 1000 samples (J)")
     _note(ax, errors)
     _title(fig, f"Baseline ({technique}) energy per task", rows)

@@ -222,3 +222,21 @@ def test_flash_attention_packages_are_named_when_missing(monkeypatch):
     assert technique.attn_implementation == "flash_attention_2"
     reason = models.unsupported_reason(technique, torch.device("cpu"))
     assert "needs the package 'flash_attn'" in reason
+
+
+def test_int8_batches_below_torchaos_minimum_rows_get_masked_padding_not_a_crash():
+    task = get_task("sst2")
+    rows = data.load_split(task, "synthetic", max_samples=4)
+    tokenizer = models.tiny_tokenizer()
+    batches = data.make_batches(tokenizer, rows, 1, "longest", 8)
+    assert batches[0].input_ids.numel() <= 16
+    widened = models.pad_to_rows(batches[0], models.INT8_MIN_ROWS)
+    assert widened.input_ids.numel() >= 17 and widened.n_tokens == batches[0].n_tokens
+    cpu = torch.device("cpu")
+    fp32 = models.prepare(models.TINY_RANDOM, task, models.get_technique("fp32"), cpu)
+    np.testing.assert_allclose(
+        fp32.logits(widened.inputs()).numpy(), fp32.logits(batches[0].inputs()).numpy(), atol=1e-5
+    )
+    int8 = models.prepare(models.TINY_RANDOM, task, models.get_technique("int8"), cpu)
+    assert int8.inputs(batches[0])["input_ids"].numel() >= 17
+    assert int8.predict(batches, len(rows)).shape == (4, 2)

@@ -215,3 +215,11 @@ def test_scopes_figure_puts_both_scopes_of_a_configuration_side_by_side():
         "fp16 · bs16 · max_length",
     }
     assert "No end-to-end" in plots.scopes(model).texts[0].get_text()
+
+
+def test_baseline_shows_the_part_above_idle_power_where_recorded():
+    frame = summary().assign(dynamic_j_per_1k_samples_mean=120.0)
+    fig = plots.baseline(frame)
+    hatched = [p for p in fig.axes[0].patches if p.get_hatch()]
+    assert [round(p.get_height()) for p in hatched] == [120, 120]
+    assert not [p for p in plots.baseline(summary()).axes[0].patches if p.get_hatch()]
