@@ -83,7 +83,15 @@ def assign(cells, n_workers: int, rows_of) -> list[list[str]]:
 def run(study, techniques, combinations: bool, cells, slots: list[str]) -> pd.DataFrame:
     """Measure ``cells`` in one worker process per slot; returns their trial rows."""
     params = study.params
-    groups = assign(cells, len(slots), lambda task: _rows_or_one(study, task))
+    cells_dir = study.paths["cells"]
+    pending = [
+        c
+        for c in cells
+        if study.force or (results.find_cell(cells_dir, c.config) or {}).get("status") != "ok"
+    ]
+    if not pending:  # every cell is recorded: nothing to start a worker for
+        return results.trial_rows([results.find_cell(cells_dir, c.config) for c in cells])
+    groups = assign(pending, len(slots), lambda task: _rows_or_one(study, task))
     values = dataclasses.asdict(params)
     logs = study.paths["logs"]
     logs.mkdir(parents=True, exist_ok=True)

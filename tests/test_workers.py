@@ -79,3 +79,12 @@ def test_a_combination_may_name_its_tasks_and_workers_keep_that(tmp_path):
     assert measured == planned and set(trials["status"]) == {"ok"}
     with pytest.raises(params.ProfileError, match=r"combinations\[0\].tasks is \['qqp'\]"):
         settings(combinations=[{"technique": "fp32", "tasks": ["qqp"]}])
+
+
+def test_a_second_run_over_recorded_cells_starts_no_worker(tmp_path, monkeypatch):
+    first = bench.Study(settings(workers=2), str(tmp_path)).run(["fp32"])
+    started = []
+    monkeypatch.setattr(workers.subprocess, "Popen", lambda *a, **k: started.append(a))
+    again = bench.Study(settings(workers=2), str(tmp_path)).run(["fp32"])
+    assert not started
+    assert sorted(again["cell_id"]) == sorted(first["cell_id"])
