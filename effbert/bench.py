@@ -811,6 +811,7 @@ def end_to_end_pass(
     )
     forward = prepared.forward()
     stream = None
+    int8 = cell.technique.quantize in ("int8_dynamic", "int8_weight")
 
     def run_e2e() -> list[torch.Tensor]:
         nonlocal stream
@@ -823,6 +824,10 @@ def end_to_end_pass(
                 continue
             joined = join_parts(pending, dataset.pad_id)
             pending = []
+            if int8 and "attention_mask" in joined:
+                small = data.Batch(joined["input_ids"], joined["attention_mask"], None)
+                small = models.pad_to_rows(small, models.INT8_MIN_ROWS)
+                joined = {"input_ids": small.input_ids, "attention_mask": small.attention_mask}
             batch = {
                 k: v.pin_memory().to(device, non_blocking=True) if pin else v
                 for k, v in joined.items()

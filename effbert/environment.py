@@ -69,10 +69,17 @@ def git_sha() -> str:
 
 
 def _nvml_handle(device: torch.device):
+    """NVML's handle of the GPU torch calls ``device``. NVML numbers GPUs physically and ignores
+    ``CUDA_VISIBLE_DEVICES``, so the GPU is found by its UUID (by index where torch has none)."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
+        uuid = getattr(torch.cuda.get_device_properties(device.index or 0), "uuid", None)
+        if uuid is not None:
+            text = str(uuid)
+            text = text if text.startswith("GPU-") else f"GPU-{text}"
+            return pynvml, pynvml.nvmlDeviceGetHandleByUUID(text)
         return pynvml, pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
     except Exception:  # no NVML: a CPU run, or a driver without it
         return None, None

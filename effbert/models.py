@@ -183,6 +183,23 @@ def get_technique(name: str) -> Technique:
     return Technique(name, *full, shortcut)
 
 
+def spelling_problem(name: str) -> str | None:
+    """Why ``name`` would record one technique under a second name, or None: a composition
+    equal to a preset, or axes out of their order (precision, attention, execution, shortcut)."""
+    technique = get_technique(name)
+    if technique.name != name:
+        return f"{name!r} is the preset {technique.name!r}: write {technique.name!r}"
+    if name in TECHNIQUES:
+        return None
+    tokens = name.split("+")
+    groups = (PRECISIONS, ATTENTIONS, EXECUTIONS, SHORTCUTS)
+    rank = [next(i for i, g in enumerate(groups) if t in g) for t in tokens]
+    if rank != sorted(rank):
+        ordered = "+".join(t for _, t in sorted(zip(rank, tokens, strict=True)))
+        return f"{name!r}: write {ordered!r} (axes in the order precision, attention, execution)"
+    return None
+
+
 def padding_problem(technique: Technique, padding: str) -> str | None:
     """Why ``technique`` cannot take batches padded by ``padding``, or None."""
     if technique.packed and padding != "packed":

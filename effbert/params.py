@@ -129,7 +129,7 @@ class Params:
     )
     tokenize_workers: int = _param(
         4,
-        "end_to_end scope: threads tokenizing the next batches while the device computes",
+        "end_to_end scope: DataLoader worker processes tokenizing ahead of the device",
         minimum=1,
     )
     order: str = _param(
@@ -335,7 +335,7 @@ def validate(values: dict[str, Any], where: str = "profile", inputs: bool = True
     Raises:
         ProfileError: listing every problem, each naming the key, the value and the fix.
     """
-    from effbert.models import TECHNIQUES, get_technique
+    from effbert.models import TECHNIQUES, get_technique, spelling_problem
     from effbert.tasks import TASKS
 
     problems = []
@@ -370,11 +370,19 @@ def validate(values: dict[str, Any], where: str = "profile", inputs: bool = True
         ("baseline_technique", [params.baseline_technique]),
         ("combinations", [c.get("technique", "") for c in params.combinations]),
     ):
+        seen = set()
         for name in names:
             try:
-                get_technique(name)
+                technique = get_technique(name)
             except ValueError as err:
                 problems.append(f"{key}: {err}{_did_you_mean(name, TECHNIQUES)}")
+                continue
+            problem = spelling_problem(name)
+            if problem:
+                problems.append(f"{key}: {problem}")
+            if key == "techniques" and technique.name in seen:
+                problems.append(f"techniques lists {technique.name!r} twice")
+            seen.add(technique.name)
     for i, combination in enumerate(params.combinations):
         unknown = set(combination) - {"technique", "batch_size", "padding", "tasks"}
         if unknown or "technique" not in combination:
@@ -420,6 +428,11 @@ def validate(values: dict[str, Any], where: str = "profile", inputs: bool = True
         problems.append(
             f"workers: {params.workers} on device cpu: the workers would share one CPU package, "
             "so their energy and time would mix; set workers: 1, or energy: none"
+        )
+    if params.workers > 1 and params.scope == "end_to_end":
+        problems.append(
+            f"workers: {params.workers} with scope end_to_end: the workers' tokenizers would share "
+            "the host's CPUs and its one CPU energy counter; set workers: 1"
         )
     if params.workers > 1 and params.device.startswith("cuda:"):
         problems.append(

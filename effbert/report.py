@@ -246,6 +246,8 @@ KERNEL_KINDS = (
 def kernel_split(kernels: dict) -> dict[str, float]:
     """Shares of a cell's GPU time by kind, from its recorded top kernels (the rest: other)."""
     split: dict[str, float] = {}
+    if not kernels.get("top"):
+        return split  # no kernel record (a CPU cell, or kernel_check off)
     for kernel in kernels.get("top", []):
         name = kernel["name"].lower()
         kind = next((k for k, signs in KERNEL_KINDS if any(s in name for s in signs)), None)
@@ -262,9 +264,16 @@ def _mean_ci(cell, measure: str) -> str:
     return f"{cell[measure + '_mean']:.2f} ± {cell[measure + '_ci95']:.2f}"
 
 
+def _kernel_check(cell) -> str:
+    if isinstance(cell["fallback"], str):
+        return cell["fallback"]
+    return "ok" if cell.get("kernels_checked") is True else "not checked"
+
+
 def floor_table(summary: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     """Each cell beside the task's original configuration (fp32, batch 16, max_length)."""
     tokens = trials[trials["status"] == "ok"].groupby("cell_id")["tokens_per_s"].mean()
+    summary = results.single_device(summary[summary["j_per_1k_samples_mean"].notna()])
     rows = []
     for task, cells in summary.groupby("task", sort=False):
         original = cells[
@@ -298,7 +307,7 @@ def floor_table(summary: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
                     ),
                     "original / this": f"{1 / ratio:.1f}× (this {ratio:.3f} ± {half:.3f})",
                     "16-bit peak": f"{achieved / peak_flops(cell['device_name']):.1%}",
-                    "kernel check": cell["fallback"] if isinstance(cell["fallback"], str) else "ok",
+                    "kernel check": _kernel_check(cell),
                     "prepare s": round(cell["prepare_s"], 1),
                     "peak MB": round(cell["peak_memory_mb"])
                     if pd.notna(cell.get("peak_memory_mb"))
@@ -311,7 +320,10 @@ def floor_table(summary: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
 def end_to_end_table(summary: pd.DataFrame) -> pd.DataFrame:
     """End-to-end cells (raw text to labels) beside the pipeline at its defaults and the best
     forward-only cell of the same records: J per 1000 samples, speed, CPU use and ratios."""
-    cells = summary[summary["task"].notna()].copy()
+    cells = summary[summary["task"].notna() & summary["j_per_1k_samples_mean"].notna()]
+    cells = results.single_device(cells)
+    if cells["task"].nunique() > 1:
+        raise ValueError("end_to_end_table compares the cells of one task: select it first")
     e2e = cells[cells["scope"] == "end_to_end"]
     model = cells[cells["scope"] == "model"]
     default = e2e[(e2e["execution"] == "pipeline") & (e2e["technique"] == "pipeline")]
@@ -388,7 +400,7 @@ def headline_markdown(summary: pd.DataFrame, metric_tolerance: float = 0.02) -> 
     the original configuration's (fp32, batch 16, padded to max_length), both from the same
     records, with the energy ratio and its 95% interval."""
     cells = summary[(summary["scope"].fillna("model") == "model")]
-    cells = cells[cells["j_per_1k_samples_mean"].notna()]
+    cells = results.single_device(cells[cells["j_per_1k_samples_mean"].notna()])
     rows = []
     for task, group in cells.groupby("task", sort=False):
         original = group[
@@ -400,6 +412,8 @@ def headline_markdown(summary: pd.DataFrame, metric_tolerance: float = 0.02) -> 
             continue
         base = original.iloc[0]
         kept = group[group["metric_value"] >= base["metric_value"] - metric_tolerance]
+        if kept.empty:  # no metric to compare (NaN): the cheapest cell, its metric shown
+            kept = group
         best = kept.loc[kept["j_per_1k_samples_mean"].idxmin()]
         ratio, half = results.ratio_ci95(
             base["j_per_1k_samples_mean"],
@@ -420,7 +434,10 @@ def headline_markdown(summary: pd.DataFrame, metric_tolerance: float = 0.02) -> 
             }
         )
     if not rows:
-        return "No task has the original configuration (fp32, batch 16, max_length) measured."
+        return (
+            "No task has the original configuration (fp32, batch 16, max_length) measured with "
+            "energy."
+        )
     return results.markdown_table(pd.DataFrame(rows))
 
 

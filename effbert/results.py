@@ -88,6 +88,7 @@ CELL_COLUMNS = [
     "prepare_s",
     "peak_memory_mb",
     "fallback",
+    "kernels_checked",
     "worker_gpu",
     "cell_id",
     "measured_at",
@@ -125,6 +126,7 @@ SUMMARY_COLUMNS = [
     "pad_tokens",
     "prepare_s",
     "peak_memory_mb",
+    "kernels_checked",
 ]
 
 
@@ -273,6 +275,7 @@ def trial_rows(cells: list[dict[str, Any]]) -> pd.DataFrame:
             "pad_tokens": cell.get("pad_tokens"),
             "fallback": cell.get("fallback"),
             "worker_gpu": (cell.get("worker") or {}).get("cuda_visible_devices"),
+            "kernels_checked": bool((cell.get("kernels") or {}).get("top")),
             "cell_id": cell["cell_id"],
             "measured_at": cell.get("measured_at"),
         }
@@ -767,6 +770,16 @@ def _technique_key(name) -> str:
     return "|".join((t.precision, t.attention, t.execution, t.shortcut))
 
 
+def single_device(frame: pd.DataFrame) -> pd.DataFrame:
+    """The cells of one GPU (or CPU) model only, the one holding the most cells: ratios are
+    never taken between cells measured on different devices."""
+    if "device_name" not in frame.columns or frame["device_name"].nunique() <= 1:
+        return frame
+    counts = frame["device_name"].value_counts()
+    chosen = sorted(counts[counts == counts.max()].index)[0]
+    return frame[frame["device_name"] == chosen]
+
+
 def _claim_cells(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary's ok, model-scope cells at the original setting, indexed by (task, technique
     key), one per pair, each task at the max length holding most of its techniques (the
@@ -775,6 +788,7 @@ def _claim_cells(summary: pd.DataFrame) -> pd.DataFrame:
     if "status" in frame.columns:
         frame = frame[frame["status"] == "ok"]
     frame = frame[frame["scope"].isna() | (frame["scope"] == "model")]
+    frame = single_device(frame)
     frame = frame[
         (frame["batch_size"] == ORIGINAL_SETTING["batch_size"])
         & (frame["padding"] == ORIGINAL_SETTING["padding"])

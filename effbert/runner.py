@@ -136,6 +136,12 @@ def validated_profile(
             )
     if machine:
         check_can_run(params)
+        from effbert import workers
+
+        try:
+            workers.worker_slots(params)
+        except workers.WorkerError as err:
+            raise cfg.ProfileError(str(err)) from err
     return params, declared
 
 

@@ -52,6 +52,8 @@ def worker_slots(params) -> list[str]:
     """
     if os.environ.get(WORKER_ENV) is not None or params.workers == 1:
         return []
+    if params.scope == "end_to_end":
+        return []  # its CPU share would be read from one package shared by every worker
     if params.device == "cpu":
         return [""] * params.workers if params.workers > 1 else []
     gpus = visible_gpus() if params.device in ("auto", "cuda") else []
@@ -97,6 +99,18 @@ def run(study, techniques, combinations: bool, cells, slots: list[str]) -> pd.Da
     logs.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     workers = []
+    try:
+        _start(study, techniques, combinations, slots, groups, values, logs, workers)
+        _wait(workers, cells, study.paths["cells"], study.force)
+    except BaseException:
+        _stop(workers)  # Ctrl-C, a kernel restart, a failed start: no worker outlives the run
+        raise
+    wall_s = time.perf_counter() - started
+    return _finish(study, workers, cells, wall_s)
+
+
+def _start(study, techniques, combinations, slots, groups, values, logs, workers) -> None:
+    params = study.params
     for index, (gpu, tasks) in enumerate(zip(slots, groups, strict=True)):
         if not tasks:
             continue
@@ -115,11 +129,18 @@ def run(study, techniques, combinations: bool, cells, slots: list[str]) -> pd.Da
             "techniques": list(techniques),
             "combinations": combinations,
         }
-        env = {**os.environ, WORKER_ENV: str(index), "CUDA_VISIBLE_DEVICES": gpu}
+        env = {
+            **os.environ,
+            WORKER_ENV: str(index),
+            "CUDA_VISIBLE_DEVICES": gpu,
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        }
         log_path = logs / f"{params.profile}-worker{index}.log"
-        with open(log_path, "w") as log:
+        spec_path = logs / f"{params.profile}-worker{index}.json"
+        spec_path.write_text(json.dumps(spec))
+        with open(log_path, "a") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "effbert.workers", json.dumps(spec)],
+                [sys.executable, "-m", "effbert.workers", str(spec_path)],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -136,12 +157,9 @@ def run(study, techniques, combinations: bool, cells, slots: list[str]) -> pd.Da
             }
         )
         print(f"worker {index} (GPU {gpu or 'none'}): {', '.join(tasks)}")
-    try:
-        _wait(workers, cells, study.paths["cells"], study.force)
-    except KeyboardInterrupt:
-        _stop(workers)
-        raise
-    wall_s = time.perf_counter() - started
+
+
+def _finish(study, workers, cells, wall_s: float) -> pd.DataFrame:
     _write_run(study, workers, wall_s)
     failed = [w for w in workers if w["process"].returncode != 0]
     records = [results.find_cell(study.paths["cells"], c.config) for c in cells]
@@ -149,7 +167,8 @@ def run(study, techniques, combinations: bool, cells, slots: list[str]) -> pd.Da
     if failed:
         raise WorkerError(
             "; ".join(
-                f"worker {w['index']} (GPU {w['gpu']}, tasks {', '.join(w['tasks'])}) exited "
+                f"worker {w['index']} (GPU {w['gpu'] or 'none'}, tasks {', '.join(w['tasks'])}) "
+                f"exited "
                 f"{w['process'].returncode}: see {w['log']}"
                 for w in failed
             )
@@ -191,13 +210,17 @@ def _wait(workers, cells, cells_dir: Path, force: bool, every_s: float = 1.0) ->
 def _stop(workers) -> None:
     for w in workers:
         if w["process"].poll() is None:
-            w["process"].send_signal(signal.SIGINT)
+            try:
+                os.killpg(w["process"].pid, signal.SIGINT)  # the worker and its tokenizers
+            except ProcessLookupError:
+                pass
     deadline = time.monotonic() + 30
     for w in workers:
         try:
             w["process"].wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            w["process"].kill()
+            os.killpg(w["process"].pid, signal.SIGKILL)
+            w["process"].wait()
 
 
 def _write_run(study, workers, wall_s: float) -> Path:
@@ -226,7 +249,7 @@ def main(argv: list[str]) -> int:
     """A worker: measure the spec's tasks in this process."""
     from effbert import bench, params
 
-    spec = json.loads(argv[0])
+    spec = json.loads(Path(argv[0]).read_text())
     settings = params.validate(spec["params"], inputs=False)
     study = bench.Study(settings, spec["reports_dir"], spec["force"])
     try:

@@ -181,3 +181,18 @@ def test_packed_padding_needs_padding_free_attention():
         params.load("smoke", combinations=[{"technique": "bf16+varlen", "padding": "bucketed"}])
     with pytest.raises(params.ProfileError, match="techniques: padding: packed needs"):
         params.load("smoke", padding="packed")
+
+
+@pytest.mark.parametrize(
+    ("techniques", "message"),
+    [
+        (["fp16+flash"], "is the preset 'fp16_flash'"),
+        (["compile+bf16"], "write 'bf16+compile'"),
+        (["fp16_flash", "fp16_flash"], "lists 'fp16_flash' twice"),
+    ],
+)
+def test_one_technique_has_one_name(techniques, message):
+    import re
+
+    with pytest.raises(params.ProfileError, match=re.escape(message)):
+        params.load("smoke", techniques=techniques)

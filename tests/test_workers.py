@@ -88,3 +88,20 @@ def test_a_second_run_over_recorded_cells_starts_no_worker(tmp_path, monkeypatch
     again = bench.Study(settings(workers=2), str(tmp_path)).run(["fp32"])
     assert not started
     assert sorted(again["cell_id"]) == sorted(first["cell_id"])
+
+
+def test_check_refuses_more_workers_than_gpus_before_anything_runs(tmp_path):
+    from effbert import config, runner
+
+    profile = tmp_path / "many.yaml"
+    profile.write_text(
+        "device: auto\nworkers: 3\nenergy: none\nmodel: tiny-random\ndata_source: synthetic\n"
+    )
+    with pytest.raises(config.ProfileError, match="workers: 3 asks for one GPU each"):
+        runner.validated_profile(str(profile))
+
+
+def test_end_to_end_measures_in_one_process():
+    with pytest.raises(params.ProfileError, match="share the host's CPUs"):
+        settings(workers=2, scope="end_to_end")
+    assert workers.worker_slots(settings(workers=0, scope="end_to_end")) == []
