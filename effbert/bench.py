@@ -689,6 +689,22 @@ class CellRun:
         self.windows.append(window)
         self.window_facts.append(facts)
 
+    def predictions(self) -> tuple[np.ndarray, str]:
+        """Logits in GLUE order for every row, outside the windows: from effbert's end-to-end
+        path itself (raw text in) where the cell is one, else from the forward pass."""
+        end_to_end = self.params.scope == "end_to_end"
+        if not end_to_end or self.cell.technique.execution == "pipeline":
+            return self.prepared.predict(self.batches, len(self.rows)), "forward pass"
+        with self.prepared.context():
+            batches = self.run_pass(keep_logits=True)
+        out = None
+        for rows, logits in batches:
+            if out is None:
+                out = np.empty((len(self.rows), logits.shape[1]), dtype=np.float32)
+            out[rows] = logits.numpy()
+        order = self.prepared.output_order
+        return (out if order is None else out[:, order]), "end to end"
+
     def finish(self, idle_power_w: float) -> dict:
         """Latency, kernels and the task metric, outside the windows; the cell's record."""
         cell, params, device = self.cell, self.params, self.device
@@ -699,7 +715,7 @@ class CellRun:
             kernels = kernel_record(self.run_pass, cell.technique, device) if check else {}
         cuda = device.type == "cuda"
         peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
-        logits = self.prepared.predict(self.batches, len(self.rows))
+        logits, metric_source = self.predictions()
         scores, backend = metrics.compute(
             cell.task, logits, self.rows["label"].to_numpy(), params.metrics_backend
         )
@@ -717,6 +733,7 @@ class CellRun:
             "trials": trials,
             "metric": cell.task.primary_metric,
             "metric_value": scores[cell.task.primary_metric],
+            "metric_source": metric_source,
             "metrics": scores,
             "metrics_backend": backend,
             "latency": latency,
@@ -813,7 +830,12 @@ def end_to_end_pass(
     stream = None
     int8 = cell.technique.quantize in ("int8_dynamic", "int8_weight")
 
-    def run_e2e() -> list[torch.Tensor]:
+    batch_rows: dict[int, list[int]] = {}
+    for part, b in zip(parts, batch_of_part, strict=True):
+        batch_rows.setdefault(b, []).extend(part)
+
+    def run_e2e(keep_logits: bool = False) -> list:
+        """One pass; the labels, or (outside windows) each batch's rows and float logits."""
         nonlocal stream
         if stream is None:
             stream = iter(loader)
@@ -834,7 +856,11 @@ def end_to_end_pass(
                 if torch.is_tensor(v)
             }
             batch.update({k: v for k, v in joined.items() if not torch.is_tensor(v)})
-            labels.append(forward(batch).argmax(-1).to("cpu", non_blocking=pin))
+            if keep_logits:
+                logits = forward(batch).float().cpu()
+                labels.append((batch_rows[batch_of_part[i]], logits))
+            else:
+                labels.append(forward(batch).argmax(-1).to("cpu", non_blocking=pin))
         energy.synchronize(device)  # the labels are on the host
         return labels
 

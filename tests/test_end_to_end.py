@@ -135,3 +135,19 @@ def test_parts_tokenized_apart_join_into_the_batch_the_tokenizer_gives(padding, 
                 assert np.array_equal(np.asarray(got), value.numpy()), (key, source)
             else:
                 assert got == value, key
+
+
+def test_the_end_to_end_metric_comes_from_the_end_to_end_path(tmp_path, monkeypatch):
+    """A stream that feeds the model only pad tokens must show in the metric: it is scored from
+    the end-to-end path's own outputs, not from the forward-only batches."""
+    good = e2e_study(tmp_path / "good", max_samples=64, tasks=["stsb"]).run(["fp32"])
+    assert set(good["metric_source"]) == {"end to end"} and good["metric_value"].notna().all()
+    real = bench.TokenizedParts.__getitem__
+
+    def pads_only(self, i):
+        part = real(self, i)
+        return {**part, "input_ids": part["input_ids"] * 0}
+
+    monkeypatch.setattr(bench.TokenizedParts, "__getitem__", pads_only)
+    broken = e2e_study(tmp_path / "broken", max_samples=64, tasks=["stsb"]).run(["fp32"])
+    assert not broken["metric_value"].iloc[0] == good["metric_value"].iloc[0]  # NaN or other
