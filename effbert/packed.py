@@ -7,7 +7,7 @@ attention runs per sequence through flash attention's variable-length kernel
 with a block mask that keeps each token within its sequence (tiles shared by several short
 sequences instead of one mostly empty tile per sequence). With ``cls_last`` the last layer is
 computed for each sequence's first token only, the one token the classification head reads:
-the outputs are the same, with a sixth of the matrix products and layer norms less.
+the outputs are the same, with about a seventh of the matrix products less.
 """
 
 from __future__ import annotations

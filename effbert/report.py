@@ -224,7 +224,19 @@ def _task_ratio(row: dict, verdict: bool, runner_up: bool) -> str:
 
 # DistilBERT's encoder: 6 layers of 4 d^2 (attention projections) + 2 d f (FFN) multiply-adds
 # per token, d = 768, f = 3072; attention scores add little at GLUE lengths.
-FLOP_PER_TOKEN = 2 * 6 * (4 * 768**2 + 2 * 768 * 3072)
+LAYER_FLOP_PER_TOKEN = 2 * (4 * 768**2 + 2 * 768 * 3072)
+FLOP_PER_TOKEN = 6 * LAYER_FLOP_PER_TOKEN
+
+
+def flop_per_token(shortcut: str) -> float:
+    """Matrix-product FLOPs per token of the work a cell does: with ``cls_last`` the last layer
+    computes only its key and value projections for every token (its first token's rest is
+    negligible)."""
+    if shortcut == "cls_last":
+        return 5 * LAYER_FLOP_PER_TOKEN + 2 * 2 * 768**2
+    return FLOP_PER_TOKEN
+
+
 # Dense 16-bit tensor-core peak (FLOP/s), from the vendors' data sheets.
 PEAK_16BIT = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
 
@@ -283,7 +295,7 @@ def floor_table(summary: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
         ]
         base = original.iloc[0] if not original.empty else None
         for _, cell in cells.iterrows():
-            achieved = FLOP_PER_TOKEN * tokens[cell["cell_id"]]
+            achieved = flop_per_token(cell.get("shortcut")) * tokens[cell["cell_id"]]
             ratio = half = float("nan")
             if base is not None:
                 ratio, half = results.ratio_ci95(
@@ -345,6 +357,11 @@ def end_to_end_table(summary: pd.DataFrame) -> pd.DataFrame:
                 else ""
             ),
             "accuracy": f"{cell['metric_value']:.4f}",
+            "accuracy from": (
+                cell["metric_source"]
+                if isinstance(cell.get("metric_source"), str)
+                else "forward pass"
+            ),
         }
         if not default.empty:
             base = default.iloc[0]

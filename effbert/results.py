@@ -128,6 +128,7 @@ SUMMARY_COLUMNS = [
     "prepare_s",
     "peak_memory_mb",
     "kernels_checked",
+    "metric_source",
 ]
 
 

@@ -57,6 +57,16 @@ def worker_slots(params) -> list[str]:
     if params.device == "cpu":
         return [""] * params.workers if params.workers > 1 else []
     gpus = visible_gpus() if params.device in ("auto", "cuda") else []
+    if len(gpus) > 1:
+        import torch
+
+        models = {torch.cuda.get_device_name(i) for i in range(len(gpus))}
+        if len(models) > 1:
+            raise WorkerError(
+                f"the visible GPUs are of different models ({', '.join(sorted(models))}): a cell's "
+                "record names one model, so workers cannot share a study; set "
+                "CUDA_VISIBLE_DEVICES to GPUs of one model, or workers: 1"
+            )
     if params.workers == 0:
         return gpus if len(gpus) > 1 else []
     if params.workers > len(gpus):
