@@ -429,6 +429,22 @@ def validate(values: dict[str, Any], where: str = "profile", inputs: bool = True
             f"workers: {params.workers} on device cpu: the workers would share one CPU package, "
             "so their energy and time would mix; set workers: 1, or energy: none"
         )
+    if params.scope == "end_to_end" and params.order == "interleaved":
+        problems.append(
+            "order: interleaved with scope: end_to_end: each prepared cell keeps its tokenizer "
+            "workers, whose work would land in the other cells' windows; use order: sequential"
+        )
+    if params.scope == "model":
+        piped = [
+            n
+            for n in [*params.techniques, *(c.get("technique", "") for c in params.combinations)]
+            if n.split("+")[-1] == "pipeline"
+        ]
+        if piped:
+            problems.append(
+                f"{', '.join(sorted(set(piped)))}: the pipeline takes raw text, so it is measured "
+                "end to end; set scope: end_to_end (or leave it out of this profile)"
+            )
     if params.workers > 1 and params.scope == "end_to_end":
         problems.append(
             f"workers: {params.workers} with scope end_to_end: the workers' tokenizers would share "

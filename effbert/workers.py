@@ -99,7 +99,8 @@ def run(study, techniques, combinations: bool, cells, slots: list[str]) -> pd.Da
     pending = [
         c
         for c in cells
-        if study.force or (results.find_cell(cells_dir, c.config) or {}).get("status") != "ok"
+        if study.force
+        or (results.find_cell(cells_dir, c.config) or {}).get("status") not in ("ok", "skipped")
     ]
     if not pending:  # every cell is recorded: nothing to start a worker for
         return results.trial_rows([results.find_cell(cells_dir, c.config) for c in cells])

@@ -196,3 +196,10 @@ def test_one_technique_has_one_name(techniques, message):
 
     with pytest.raises(params.ProfileError, match=re.escape(message)):
         params.load("smoke", techniques=techniques)
+
+
+def test_scope_rules_that_would_mislabel_a_measurement_are_refused():
+    with pytest.raises(params.ProfileError, match="the pipeline takes raw text"):
+        params.load("smoke", combinations=[{"technique": "pipeline"}])
+    with pytest.raises(params.ProfileError, match="use order: sequential"):
+        params.load("smoke", scope="end_to_end", order="interleaved")
