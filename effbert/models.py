@@ -154,8 +154,11 @@ def get_technique(name: str) -> Technique:
         ("shortcut", SHORTCUTS),
     )
     for token in name.split("+"):
-        axis = next((a for a, values in choices if token in values and token != "none"), None)
-        if axis is None or axis in axes:
+        axis = next(
+            (a for a, values in choices if token in values and token != "none" and a not in axes),
+            None,
+        )  # "eager" names the attention first, the execution when the attention is given
+        if axis is None:
             raise ValueError(
                 f"unknown technique {name!r}: choose a preset ({', '.join(TECHNIQUES)}) or join "
                 f"one precision ({', '.join(PRECISIONS)}), attention ({', '.join(ATTENTIONS)}), "
@@ -192,6 +195,9 @@ def spelling_problem(name: str) -> str | None:
     if name in TECHNIQUES:
         return None
     tokens = name.split("+")
+    if "eager" in tokens:
+        plain = "+".join(t for t in tokens if t != "eager")
+        return f"{name!r}: write {plain!r} (eager is the default attention and execution)"
     groups = (PRECISIONS, ATTENTIONS, EXECUTIONS, SHORTCUTS)
     rank = [next(i for i, g in enumerate(groups) if t in g) for t in tokens]
     if rank != sorted(rank):

@@ -202,7 +202,13 @@ def _wait(workers, cells, cells_dir: Path, force: bool, every_s: float = 1.0) ->
 
     progress = tqdm(total=len(cells), desc="cells", unit="cell", file=sys.stdout)
     paths = [results.cell_path(cells_dir, c.config) for c in cells]
-    kept = set() if force else {p for p in paths if p.exists()}
+    kept = set()
+    if not force:
+        kept = {
+            p
+            for p in paths
+            if (results.read_cell(p) if p.exists() else {}).get("status") in ("ok", "skipped")
+        }
     since = time.time()
     while True:
         running = [w for w in workers if w["process"].poll() is None]

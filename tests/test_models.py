@@ -240,3 +240,9 @@ def test_int8_batches_below_torchaos_minimum_rows_get_masked_padding_not_a_crash
     int8 = models.prepare(models.TINY_RANDOM, task, models.get_technique("int8"), cpu)
     assert int8.inputs(batches[0])["input_ids"].numel() >= 17
     assert int8.predict(batches, len(rows)).shape == (4, 2)
+
+
+def test_eager_names_the_attention_then_the_execution_and_is_never_needed():
+    technique = models.get_technique("bf16+sdpa+eager")
+    assert (technique.attention, technique.execution) == ("sdpa", "eager")
+    assert "write 'bf16+sdpa'" in models.spelling_problem("bf16+sdpa+eager")
