@@ -317,7 +317,11 @@ def floor_table(summary: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
                     "metric change": (
                         cell["metric_value"] - base["metric_value"] if base is not None else None
                     ),
-                    "original / this": f"{1 / ratio:.1f}× (this {ratio:.3f} ± {half:.3f})",
+                    "original / this": (
+                        f"{1 / ratio:.1f}× (this {ratio:.3f} ± {half:.3f})"
+                        if base is not None
+                        else "no original cell"
+                    ),
                     "16-bit peak": f"{achieved / peak_flops(cell['device_name']):.1%}",
                     "kernel check": _kernel_check(cell),
                     "prepare s": round(cell["prepare_s"], 1),
