@@ -58,10 +58,6 @@ class PackedClassifier(torch.nn.Module):
         config = classifier.config
         self.n_heads, self.head_dim = config.n_heads, config.dim // config.n_heads
 
-    @property
-    def config(self):
-        return self.classifier_model.config
-
     def forward(self, input_ids, position_ids, cu_seqlens, max_len: int, lengths=None):
         model = self.classifier_model
         bert = model.distilbert

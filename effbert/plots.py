@@ -66,15 +66,22 @@ def _style(technique: str) -> dict:
     return {"color": _COLOURS[i % len(_COLOURS)], "marker": _MARKERS[i % len(_MARKERS)]}
 
 
+def _filled(summary: pd.DataFrame, **defaults) -> pd.DataFrame:
+    """A copy of ``summary`` with every optional column (``_COLUMNS``, then ``defaults``)
+    present, filled with its default where missing."""
+    frame = summary.copy()
+    for column, default in {**_COLUMNS, **defaults}.items():
+        if column not in frame.columns:
+            frame[column] = default
+    return frame
+
+
 def _prepare(summary: pd.DataFrame) -> pd.DataFrame:
     """One row per (task, technique) at the smallest batch size, optional columns filled in.
 
     Energy is NaN in rows whose ``energy_source`` is ``none``.
     """
-    frame = summary.copy()
-    for column, default in _COLUMNS.items():
-        if column not in frame.columns:
-            frame[column] = default
+    frame = _filled(summary)
     frame = frame.dropna(subset=["task", "technique"])
     frame = main_setting(frame)
     unmeasured = frame["energy_source"].eq("none")
@@ -384,10 +391,7 @@ def frontier(summary: pd.DataFrame) -> Figure:
     """Per task: energy per sample against latency p99 and against the task metric, every cell
     of every batch size and padding; Pareto-optimal cells (lower energy, lower latency, higher
     metric) are ringed and labelled."""
-    frame = summary.copy()
-    for column, default in {**_COLUMNS, "padding": "", "latency_p99_ms": np.nan}.items():
-        if column not in frame.columns:
-            frame[column] = default
+    frame = _filled(summary, padding="", latency_p99_ms=np.nan)
     frame = frame[frame["energy_source"].ne("none") & (frame[f"{ENERGY}_mean"] > 0)]
     if frame.empty:
         return _message("No energy was measured, so there is no energy frontier to draw.")
@@ -464,10 +468,7 @@ def scopes(summary: pd.DataFrame) -> Figure:
     """Per task: energy per sample of each configuration (technique, batch, padding) in each
     scope side by side, the forward pass alone (``model``) and raw text to labels
     (``end_to_end``), with 95% intervals over trials."""
-    frame = summary.copy()
-    for column, default in {**_COLUMNS, "padding": "", "scope": "model"}.items():
-        if column not in frame.columns:
-            frame[column] = default
+    frame = _filled(summary, padding="", scope="model")
     frame["scope"] = frame["scope"].fillna("model")
     frame = frame[frame["energy_source"].ne("none") & frame[f"{ENERGY}_mean"].notna()]
     if not frame["scope"].eq("end_to_end").any():

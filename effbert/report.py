@@ -288,22 +288,12 @@ def floor_table(summary: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     summary = results.single_device(summary[summary["j_per_1k_samples_mean"].notna()])
     rows = []
     for task, cells in summary.groupby("task", sort=False):
-        original = cells[
-            (cells["technique"] == "fp32")
-            & (cells["batch_size"] == 16)
-            & (cells["padding"] == "max_length")
-        ]
-        base = original.iloc[0] if not original.empty else None
+        base = results.original_cell(cells)
         for _, cell in cells.iterrows():
             achieved = flop_per_token(cell.get("shortcut")) * tokens[cell["cell_id"]]
             ratio = half = float("nan")
             if base is not None:
-                ratio, half = results.ratio_ci95(
-                    cell["j_per_1k_samples_mean"],
-                    cell["j_per_1k_samples_ci95"],
-                    base["j_per_1k_samples_mean"],
-                    base["j_per_1k_samples_ci95"],
-                )
+                ratio, half = results.energy_ratio(cell, base)
             rows.append(
                 {
                     "task": task,
@@ -369,20 +359,10 @@ def end_to_end_table(summary: pd.DataFrame) -> pd.DataFrame:
         }
         if not default.empty:
             base = default.iloc[0]
-            r, h = results.ratio_ci95(
-                base["j_per_1k_samples_mean"],
-                base["j_per_1k_samples_ci95"],
-                cell["j_per_1k_samples_mean"],
-                cell["j_per_1k_samples_ci95"],
-            )
+            r, h = results.energy_ratio(base, cell)
             row["pipeline defaults / this"] = f"{r:.1f} ± {h:.1f}"
         if best_model is not None:
-            r, h = results.ratio_ci95(
-                cell["j_per_1k_samples_mean"],
-                cell["j_per_1k_samples_ci95"],
-                best_model["j_per_1k_samples_mean"],
-                best_model["j_per_1k_samples_ci95"],
-            )
+            r, h = results.energy_ratio(cell, best_model)
             row["this / best forward"] = f"{r:.2f} ± {h:.2f}"
         rows.append(row)
     return pd.DataFrame(rows)
@@ -424,24 +404,14 @@ def headline_markdown(summary: pd.DataFrame, metric_tolerance: float = 0.02) -> 
     cells = results.single_device(cells[cells["j_per_1k_samples_mean"].notna()])
     rows = []
     for task, group in cells.groupby("task", sort=False):
-        original = group[
-            (group["technique"] == "fp32")
-            & (group["batch_size"] == 16)
-            & (group["padding"] == "max_length")
-        ]
-        if original.empty:
+        base = results.original_cell(group)
+        if base is None:
             continue
-        base = original.iloc[0]
         kept = group[group["metric_value"] >= base["metric_value"] - metric_tolerance]
         if kept.empty:  # no metric to compare (NaN): the cheapest cell, its metric shown
             kept = group
         best = kept.loc[kept["j_per_1k_samples_mean"].idxmin()]
-        ratio, half = results.ratio_ci95(
-            base["j_per_1k_samples_mean"],
-            base["j_per_1k_samples_ci95"],
-            best["j_per_1k_samples_mean"],
-            best["j_per_1k_samples_ci95"],
-        )
+        ratio, half = results.energy_ratio(base, best)
         rows.append(
             {
                 "task": task,

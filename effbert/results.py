@@ -62,6 +62,16 @@ IDENTITY_COLUMNS = [
     "trial",
     "status",
 ]
+# how a cell ran: its technique's axes, padding left, preparation time and peak memory
+CELL_FACTS = [
+    "precision",
+    "attention",
+    "execution",
+    "shortcut",
+    "pad_tokens",
+    "prepare_s",
+    "peak_memory_mb",
+]
 CELL_COLUMNS = [
     "reason",
     "metric",
@@ -81,13 +91,7 @@ CELL_COLUMNS = [
     "scope",
     "cpu_energy_source",
     "cpu_energy_reason",
-    "precision",
-    "attention",
-    "execution",
-    "shortcut",
-    "pad_tokens",
-    "prepare_s",
-    "peak_memory_mb",
+    *CELL_FACTS,
     "fallback",
     "kernels_checked",
     "worker_gpu",
@@ -120,13 +124,7 @@ SUMMARY_COLUMNS = [
     *(f"{m}_{stat}" for m in SUMMARY_MEASURES for stat in ("mean", "std", "ci95")),
     "latency_p50_ms",
     "latency_p99_ms",
-    "precision",
-    "attention",
-    "execution",
-    "shortcut",
-    "pad_tokens",
-    "prepare_s",
-    "peak_memory_mb",
+    *CELL_FACTS,
     "kernels_checked",
     "metric_source",
 ]
@@ -233,6 +231,18 @@ def load_cells(cells_dir: Path, profile: str | None = None) -> list[dict[str, An
     paths = sorted(p for p in Path(cells_dir).glob(pattern) if not p.name.startswith("."))
     cells = [read_cell(p) for p in paths]
     return sorted(cells, key=lambda c: str(c.get("measured_at") or ""))
+
+
+def cell_record(cells_dir: Path, cell_id: str) -> dict[str, Any]:
+    """One cell's full record (kernels, trials, worker) by its id, whatever its profile.
+
+    Raises:
+        StoreError: no record has that id, or its file is damaged.
+    """
+    path = next(Path(cells_dir).glob(f"*/{cell_id}.json"), None)
+    if path is None:
+        raise StoreError(f"no cell record {cell_id!r} under {cells_dir}")
+    return read_cell(path)
 
 
 def _with_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -523,6 +533,27 @@ def ratio_ci95(a, ca, b, cb):
     if ratio.ndim == 0:
         return float(ratio), float(half)
     return ratio, half
+
+
+def energy_ratio(a, b) -> tuple[float, float]:
+    """Energy per sample of summary row ``a`` over row ``b``, and its 95% half-width."""
+    return ratio_ci95(
+        a["j_per_1k_samples_mean"],
+        a["j_per_1k_samples_ci95"],
+        b["j_per_1k_samples_mean"],
+        b["j_per_1k_samples_ci95"],
+    )
+
+
+def original_cell(cells: pd.DataFrame):
+    """The fp32 cell at the original study's setting (batch 16, padded to max_length) among
+    one task's ``cells``, or None."""
+    original = cells[
+        (cells["technique"] == "fp32")
+        & (cells["batch_size"] == ORIGINAL_SETTING["batch_size"])
+        & (cells["padding"] == ORIGINAL_SETTING["padding"])
+    ]
+    return None if original.empty else original.iloc[0]
 
 
 def main_setting(frame: pd.DataFrame) -> pd.DataFrame:
@@ -857,12 +888,7 @@ def _pair_row(claim, task, numerator, denominator, cells, direction, keep_metric
     }
     if a is None or b is None:
         return row
-    ratio, half = ratio_ci95(
-        a["j_per_1k_samples_mean"],
-        a["j_per_1k_samples_ci95"],
-        b["j_per_1k_samples_mean"],
-        b["j_per_1k_samples_ci95"],
-    )
+    ratio, half = energy_ratio(a, b)
     change = float(a["metric_value"]) - float(b["metric_value"])
     row.update(energy_ratio=ratio, ratio_ci95_low=ratio - half, ratio_ci95_high=ratio + half)
     row["metric_change"] = change

@@ -40,9 +40,7 @@ def main() -> None:
     ok = summary.dropna(subset=["j_per_1k_samples_mean"])
     for task, cells in ok.groupby("task", sort=False):
         best = cells.loc[cells["j_per_1k_samples_mean"].idxmin()]
-        record = next(
-            c for c in results.load_cells(study.paths["cells"]) if c["cell_id"] == best["cell_id"]
-        )
+        record = results.cell_record(study.paths["cells"], best["cell_id"])
         print(
             f"{task}: GPU time of the best cell ({best['technique']}, bs={best['batch_size']},"
             f" {best['padding']}) by kernel kind: "

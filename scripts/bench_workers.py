@@ -78,7 +78,7 @@ def main() -> None:
 
 
 def _worker_gpu(paths, cell_id: str):
-    record = results.read_cell(next(paths["cells"].glob(f"*/{cell_id}.json")))
+    record = results.cell_record(paths["cells"], cell_id)
     return (record.get("worker") or {}).get("cuda_visible_devices")
 
 

@@ -27,7 +27,7 @@ def test_the_floor_explanation_quotes_the_best_cells_recorded_kernels_and_power(
     trials = results.read_results(paths["results"])
     summary = results.summarize(trials)
     best = summary.loc[summary["j_per_1k_samples_mean"].idxmin()]
-    record = next(c for c in results.load_cells(paths["cells"]) if c["cell_id"] == best["cell_id"])
+    record = results.cell_record(paths["cells"], best["cell_id"])
     split = report.kernel_split(record["kernels"])
     quoted = (
         f"matrix products {split['matrix products']:.0%}",
