@@ -78,11 +78,22 @@ def worker_slots(params) -> list[str]:
     return gpus[: params.workers]
 
 
+CELL_COST_S = 10.0  # a cell's prepare, warmup and windows, whatever its rows
+COMPILED_COST_S = 60.0  # what torch.compile or graph capture adds to a cell
+ROWS_PER_S = 2000.0  # a cell's accuracy and kernel passes over its rows
+
+
+def cell_cost_s(cell, rows: int) -> float:
+    """A rough guess of a cell's time on a GPU, to balance workers: fixed costs dominate."""
+    compiled = cell.technique.execution in ("compile", "compile_max", "graphs")
+    return CELL_COST_S + COMPILED_COST_S * compiled + rows / ROWS_PER_S
+
+
 def assign(cells, n_workers: int, rows_of) -> list[list[str]]:
-    """Whole tasks to workers, the costliest first to the least loaded (cost: cells x rows)."""
+    """Whole tasks to workers, the costliest first to the least loaded (``cell_cost_s``)."""
     cost: dict[str, float] = {}
     for cell in cells:
-        cost[cell.task.name] = cost.get(cell.task.name, 0.0) + rows_of(cell.task)
+        cost[cell.task.name] = cost.get(cell.task.name, 0.0) + cell_cost_s(cell, rows_of(cell.task))
     groups: list[list[str]] = [[] for _ in range(n_workers)]
     load = [0.0] * n_workers
     for task in sorted(cost, key=lambda t: -cost[t]):

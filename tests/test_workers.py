@@ -41,12 +41,19 @@ def test_workers_measure_whole_tasks_each_and_the_cells_keep_their_identity(tmp_
 
 def test_tasks_go_to_the_least_loaded_worker_costliest_first():
     class Cell:
-        def __init__(self, name):
+        def __init__(self, name, execution="eager"):
             self.task = type("Task", (), {"name": name})()
+            self.technique = type("Technique", (), {"execution": execution})()
 
-    cells = [Cell("a")] * 3 + [Cell("b")] * 2 + [Cell("c")] * 2
-    groups = workers.assign(cells, 2, lambda task: {"a": 10, "b": 10, "c": 5}[task.name])
-    assert groups == [["a"], ["b", "c"]]
+    rows = {"a": 100, "b": 100, "c": 50_000, "d": 100}
+    # a: three cells; b: two, one compiled; c: two with many rows; d: one
+    cells = [Cell("a")] * 3 + [Cell("b"), Cell("b", "graphs"), Cell("c"), Cell("c"), Cell("d")]
+    costs = {
+        t: sum(workers.cell_cost_s(c, rows[t]) for c in cells if c.task.name == t) for t in rows
+    }
+    assert costs["b"] > costs["c"] > costs["a"] > costs["d"]
+    assert workers.assign(cells, 2, lambda task: rows[task.name]) == [["b", "d"], ["c", "a"]]
+    assert workers.assign(cells, 4, lambda task: rows[task.name]) == [["b"], ["c"], ["a"], ["d"]]
 
 
 def test_more_workers_than_gpus_is_refused_with_the_count():
