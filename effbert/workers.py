@@ -10,12 +10,14 @@ wall time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -122,13 +124,32 @@ def run(study, techniques, combinations: bool, cells, slots: list[str]) -> pd.Da
     started = time.perf_counter()
     workers = []
     try:
-        _start(study, techniques, combinations, slots, groups, values, logs, workers)
-        _wait(workers, cells, study.paths["cells"], study.force)
+        with _terminate_as_interrupt():
+            _start(study, techniques, combinations, slots, groups, values, logs, workers)
+            _wait(workers, cells, study.paths["cells"], study.force)
     except BaseException:
-        _stop(workers)  # Ctrl-C, a kernel restart, a failed start: no worker outlives the run
+        _stop(workers)  # Ctrl-C, kill, a kernel restart, a failed start: no worker outlives it
         raise
     wall_s = time.perf_counter() - started
     return _finish(study, workers, cells, wall_s)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (``kill``, ``timeout``) raises KeyboardInterrupt while workers run, so they are
+    stopped too: they run in sessions of their own, which the signal does not reach."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _start(study, techniques, combinations, slots, groups, values, logs, workers) -> None:

@@ -112,3 +112,35 @@ def test_end_to_end_measures_in_one_process():
     with pytest.raises(params.ProfileError, match="share the host's CPUs"):
         settings(workers=2, scope="end_to_end")
     assert workers.worker_slots(settings(workers=0, scope="end_to_end")) == []
+
+
+def test_a_terminated_run_stops_its_workers(tmp_path):
+    """``kill`` or ``timeout`` on the run: its workers, in sessions of their own, stop too."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    script = (
+        "from effbert import bench, params\n"
+        "p = params.load('smoke', device='cpu', energy='none', workers=2, trials=50,\n"
+        "    min_window_s=1.0, tasks=['sst2', 'mrpc'], techniques=['fp32'], max_samples=24)\n"
+        f"bench.Study(p, {str(tmp_path)!r}).run(['fp32'])\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 120
+    found = []
+    while len(found) < 2 and time.monotonic() < deadline and parent.poll() is None:
+        time.sleep(0.5)
+        found = [
+            p
+            for p in psutil.Process(parent.pid).children(recursive=True)
+            if "effbert.workers" in " ".join(p.cmdline())
+        ]
+    assert len(found) == 2, "the run did not start its two workers"
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=60) != 0
+    _, alive = psutil.wait_procs(found, timeout=10)
+    assert not alive, f"workers outlived the run: {alive}"
