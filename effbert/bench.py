@@ -979,22 +979,27 @@ class TokenizedParts(torch.utils.data.Dataset):
         return {k: v.numpy() if torch.is_tensor(v) else v for k, v in out.items()}
 
 
-def idle_gap_share(spans: list[tuple[float, float]]) -> float | None:
-    """The share of a pass's GPU span (first kernel start to last kernel end) in which no
-    kernel ran: launch gaps and host waits."""
-    if not spans:
-        return None
-    spans = sorted(spans)
-    busy, (start, end) = 0.0, spans[0]
-    first = start
-    for s, e in spans[1:]:
-        if s > end:
-            busy += end - start
+def busy_time(spans: list[tuple[float, float]]) -> float:
+    """The time in which at least one of ``spans`` (start, end) was running."""
+    busy, start, end = 0.0, None, None
+    for s, e in sorted(spans):
+        if start is None or s > end:
+            busy += 0.0 if start is None else end - start
             start, end = s, e
         else:
             end = max(end, e)
-    busy += end - start
-    return round(1 - busy / max(end - first, 1e-9), 4)
+    return busy + (0.0 if start is None else end - start)
+
+
+def idle_gap_share(spans: list[tuple[float, float]]) -> float | None:
+    """The share of a lone pass's GPU span (first kernel start to last kernel end) in which no
+    kernel ran. The pass starts from an empty queue under the profiler, so this overstates the
+    gaps of the windows, whose passes queue up behind each other; ``busy_ms`` beside the
+    windows' time per pass gives theirs (``report.window_split``)."""
+    if not spans:
+        return None
+    span = max(e for _, e in spans) - min(s for s, _ in spans)
+    return round(1 - busy_time(spans) / max(span, 1e-9), 4)
 
 
 # Substrings of CUDA kernel names that show which path ran.
@@ -1033,6 +1038,7 @@ def kernel_record(run_pass: Callable[[], None], technique: models.Technique, dev
     return {
         "top": [{"name": n[:120], "share": round(t / total, 4)} for n, t in top[:12]],
         "idle_gap_share": idle_gap_share(spans),
+        "busy_ms": round(busy_time(spans) / 1e3, 4),  # profiler times are in microseconds
         "expected": expected,
         "found": {e: e not in missing for e in expected},
         "fallback": f"no {', '.join(missing)} kernel ran" if missing else None,

@@ -272,6 +272,20 @@ def kernel_split(kernels: dict) -> dict[str, float]:
     return {k: round(v, 3) for k, v in sorted(split.items(), key=lambda kv: -kv[1])}
 
 
+def window_split(kernels: dict, windows: pd.DataFrame) -> dict[str, float]:
+    """Shares of the energy windows' wall time: each kind of kernel (``kernel_split`` scaled by
+    the share in which a kernel ran) and the time with no kernel running. The busy time of one
+    pass comes from the profiled pass (``busy_ms``), the time per pass from the windows; empty
+    where the record has no busy time (kernel check off, or recorded before it was kept)."""
+    busy_ms = kernels.get("busy_ms")
+    if not busy_ms or windows.empty:
+        return {}
+    pass_ms = (windows["time_s"] / windows["passes"]).mean() * 1e3
+    busy = min(busy_ms / pass_ms, 1.0)
+    split = {kind: round(share * busy, 3) for kind, share in kernel_split(kernels).items()}
+    return {**split, "no kernel running": round(1 - busy, 3)}
+
+
 def _mean_ci(cell, measure: str) -> str:
     return f"{cell[measure + '_mean']:.2f} ± {cell[measure + '_ci95']:.2f}"
 

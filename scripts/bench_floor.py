@@ -49,9 +49,10 @@ def main() -> None:
         windows = trials[trials["cell_id"] == best["cell_id"]]
         power_w = (windows["energy_j"] / windows["time_s"]).mean()
         idle_w = windows["idle_power_w"].iloc[0]
-        gaps = (record.get("kernels") or {}).get("idle_gap_share")
-        gaps_text = f", no kernel running for {gaps:.1%} of the pass" if gaps is not None else ""
-        print(f"  card power {power_w:.0f} W in the windows, idle {idle_w:.0f} W{gaps_text}")
+        print(f"  card power {power_w:.0f} W in the windows, idle {idle_w:.0f} W")
+        split = report.window_split(record.get("kernels") or {}, windows)
+        if split:
+            print(f"  the windows' time by kernel kind, and with no kernel running: {split}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 import math
 
+import pandas as pd
 import pytest
 import torch
 
-from effbert import bench, energy, params, results
+from effbert import bench, energy, params, report, results
 from tests.conftest import FakeMonitor
 
 CPU = torch.device("cpu")
@@ -252,3 +253,19 @@ def test_idle_gap_share_counts_time_without_any_kernel():
     # kernels over [0, 4] and [6, 10] with an overlap inside the first: 2 of 10 units idle
     assert bench.idle_gap_share([(0, 3), (1, 4), (6, 10)]) == pytest.approx(0.2)
     assert bench.idle_gap_share([]) is None
+    assert bench.busy_time([(0, 3), (1, 4), (6, 10)]) == 8
+    assert bench.busy_time([]) == 0
+
+
+def test_window_split_scales_kernel_kinds_by_the_busy_share_of_the_windows():
+    kernels = {
+        "top": [
+            {"name": "nvjet_sm90_tst_128x256", "share": 0.6},
+            {"name": "pytorch_flash::flash_fwd_kernel", "share": 0.4},
+        ],
+        "busy_ms": 4.0,
+    }
+    windows = pd.DataFrame({"time_s": [1.0, 1.0], "passes": [200, 200]})  # 5 ms a pass
+    split = report.window_split(kernels, windows)
+    assert split == {"matrix products": 0.48, "attention": 0.32, "no kernel running": 0.2}
+    assert report.window_split({"top": kernels["top"]}, windows) == {}
