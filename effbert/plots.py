@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from effbert.models import TECHNIQUES
 from effbert.results import main_setting, pareto_optimal, ratio_ci95
@@ -409,7 +409,9 @@ def frontier(summary: pd.DataFrame) -> Figure:
             if shown.empty:
                 ax.text(0.5, 0.5, f"no {label} recorded", ha="center", transform=ax.transAxes)
                 continue
-            for _, cell in shown.iterrows():
+            placed: list[float] = []  # energies labelled: labels of near ones stack down
+            span = shown[x].max() - shown[x].min() or 1.0
+            for _, cell in shown.sort_values(f"{ENERGY}_mean", ascending=False).iterrows():
                 style = _style(cell["technique"])
                 ax.scatter(
                     cell[x],
@@ -419,6 +421,8 @@ def frontier(summary: pd.DataFrame) -> Figure:
                     s=30,
                 )
                 if best[cell.name]:
+                    near = sum(1 / 1.5 < y / cell[f"{ENERGY}_mean"] < 1.5 for y in placed)
+                    right = cell[x] - shown[x].min() > 0.6 * span  # label to the point's left
                     ax.scatter(
                         cell[x],
                         cell[f"{ENERGY}_mean"],
@@ -431,13 +435,17 @@ def frontier(summary: pd.DataFrame) -> Figure:
                         f"{cell['technique']} bs{cell['batch_size']} {cell['padding']}",
                         (cell[x], cell[f"{ENERGY}_mean"]),
                         fontsize=6,
-                        xytext=(4, 4),
+                        xytext=(-6 if right else 6, 4 - 8 * near),
+                        ha="right" if right else "left",
                         textcoords="offset points",
                     )
+                    placed.append(cell[f"{ENERGY}_mean"])
             ax.set_yscale("log")
             ax.set_xlabel(label)
+            ax.xaxis.set_major_locator(MaxNLocator(4))
             if x == "latency_p99_ms" and (rows[x] > 0).any():
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_ylabel("J per 1000 samples (log)")
             ax.set_title(task, fontsize=9)
     handles = [

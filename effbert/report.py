@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -446,15 +447,38 @@ def headline_markdown(summary: pd.DataFrame, metric_tolerance: float = 0.02) -> 
     return results.markdown_table(pd.DataFrame(rows))
 
 
+def gpu_time_markdown(reports_dir: str | Path, profile: str) -> str:
+    """The wall time of a profile's worker runs (``results/runs``) and the GPU time they took:
+    the sum of their workers' wall times. Empty where no run used workers."""
+    runs_dir = cfg.reports_paths(reports_dir)["results"] / "runs"
+    runs = [json.loads(p.read_text()) for p in sorted(runs_dir.glob(f"{profile}-*.json"))]
+    if not runs:
+        return ""
+    wall_s = sum(r["wall_s"] for r in runs)
+    gpu_s = sum(w["wall_s"] for r in runs for w in r["workers"])
+    gpus = sorted({w["cuda_visible_devices"] for r in runs for w in r["workers"]})
+    parts = ", ".join(
+        f"{r['wall_s']:.0f} s ({', '.join(t for w in r['workers'] for t in w['tasks'])})"
+        for r in runs
+    )
+    return (
+        f"Measuring took {wall_s:.0f} s of wall time ({wall_s / 60:.1f} min) in {len(runs)} "
+        f"run{'s' if len(runs) > 1 else ''} of one worker per GPU on {len(gpus)} GPU"
+        f"{'s' if len(gpus) > 1 else ''}: {parts}. The workers' wall times add up to "
+        f"{gpu_s:.0f} s ({gpu_s / 60:.1f} GPU-minutes): about what one GPU would take for the same "
+        f"cells, each worker's start included."
+    )
+
+
 def published_markdown(reports_dir: str | Path, profile: str) -> str:
     """The README's account of a published run, all printed from its records: the headline,
-    the original study's claims judged, and the findings."""
+    the original study's claims judged, the findings and, where workers ran, the GPU time."""
     trials = results.read_results(cfg.reports_paths(reports_dir)["results"], profile)
     summary = results.summarize(trials)
-    return "\n\n".join(
-        [
-            headline_markdown(summary),
-            claims_markdown(summary),
-            results.findings(summary),
-        ]
-    )
+    parts = [
+        headline_markdown(summary),
+        claims_markdown(summary),
+        results.findings(summary),
+        gpu_time_markdown(reports_dir, profile),
+    ]
+    return "\n\n".join(p for p in parts if p)

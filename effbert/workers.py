@@ -248,8 +248,9 @@ def _wait(workers, cells, cells_dir: Path, force: bool, every_s: float = 1.0) ->
             if w["process"].returncode is not None and "wall_s" not in w:
                 w["wall_s"] = time.perf_counter() - w["start"]
         done = sum(p in kept or (p.exists() and p.stat().st_mtime >= since) for p in paths)
-        progress.n = done
-        progress.refresh()
+        if done != progress.n:  # a line per cell in logs, not one per poll
+            progress.n = done
+            progress.refresh()
         if not running:
             break
         time.sleep(every_s)

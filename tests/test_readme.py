@@ -44,7 +44,40 @@ def test_the_floor_explanation_quotes_the_best_cells_recorded_kernels_and_power(
     assert f"{best['technique']}" == "bf16+varlen+graphs+cls_last"
 
 
-def test_the_published_runs_headline_claims_and_findings_are_printed_from_its_records():
-    text = report.published_markdown(config.PROJ_ROOT / "reports" / "offline-gpu", "offline-gpu")
-    assert "| claim |" in text and "original / best" in text
+def test_the_published_studys_headline_claims_findings_and_gpu_time_come_from_its_records():
+    text = report.published_markdown(config.PROJ_ROOT / "reports" / "study", "study")
+    assert "| claim |" in text and "original / best" in text and "GPU-minutes" in text
     assert text in README
+
+
+def test_the_studys_summary_quotes_its_records():
+    paths = config.reports_paths(config.PROJ_ROOT / "reports" / "study")
+    trials = results.read_results(paths["results"], "study")
+    summary = results.summarize(trials)
+    ratios, unchanged, moved = [], [], []
+    for _, cells in summary.groupby("task"):
+        base = results.original_cell(cells)
+        best = cells.loc[cells["j_per_1k_samples_mean"].idxmin()]
+        ratios.append(results.energy_ratio(base, best)[0])
+        change = best["metric_value"] - base["metric_value"]
+        if change == 0:
+            unchanged.append(best["task"])
+        elif best["metric"] == "accuracy":
+            window = trials[trials["cell_id"] == best["cell_id"]].iloc[0]
+            rows = round(window["n_samples"] / window["passes"])
+            moved.append(f"accuracy moves by {round(change * rows)} of its {rows} examples")
+        else:
+            moved.append(f"{best['metric']} by {change:.5f}")
+    text = " ".join(README.split())
+    assert f"uses {min(ratios):.0f}–{max(ratios):.0f}× less energy per sample" in text
+    words = ["no", "one", "two", "three", "four", "five", "six"]
+    assert f"with the same task metric on {words[len(unchanged)]} tasks" in text
+    for phrase in moved:
+        assert phrase in text, phrase
+    packed = trials[trials["padding"] == "packed"]
+    per_sample = (
+        packed.groupby("task")["n_tokens"].first() / packed.groupby("task")["n_samples"].first()
+    )
+    shortest, longest = per_sample.idxmin(), per_sample.idxmax()
+    names = {"cola": "CoLA", "rte": "RTE", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B"}
+    assert f"{names[shortest]}'s sentences are the shortest, {names[longest]}'s the longest" in text

@@ -144,3 +144,24 @@ def test_a_terminated_run_stops_its_workers(tmp_path):
     assert parent.wait(timeout=60) != 0
     _, alive = psutil.wait_procs(found, timeout=10)
     assert not alive, f"workers outlived the run: {alive}"
+
+
+def test_gpu_time_is_the_sum_of_the_workers_wall_times_of_every_run(tmp_path):
+    from effbert import report
+
+    runs = tmp_path / "results" / "runs"
+    runs.mkdir(parents=True)
+    for name, wall_s, workers_s in (("a", 100.0, [90.0, 100.0]), ("b", 50.0, [50.0, 20.0])):
+        record = {
+            "wall_s": wall_s,
+            "workers": [
+                {"cuda_visible_devices": str(i), "tasks": [f"t{i}"], "wall_s": w}
+                for i, w in enumerate(workers_s)
+            ],
+        }
+        (runs / f"study-{name}.json").write_text(json.dumps(record))
+    (runs / "other-c.json").write_text(json.dumps({"wall_s": 1e6, "workers": []}))
+    text = report.gpu_time_markdown(tmp_path, "study")
+    assert "150 s of wall time" in text and "in 2 runs" in text and "on 2 GPUs" in text
+    assert "add up to 260 s (4.3 GPU-minutes)" in text
+    assert report.gpu_time_markdown(tmp_path, "none") == ""
