@@ -283,8 +283,8 @@ def window_split(kernels: dict, windows: pd.DataFrame) -> dict[str, float]:
         return {}
     pass_ms = (windows["time_s"] / windows["passes"]).mean() * 1e3
     busy = min(busy_ms / pass_ms, 1.0)
-    split = {kind: round(share * busy, 3) for kind, share in kernel_split(kernels).items()}
-    return {**split, "no kernel running": round(1 - busy, 3)}
+    split = {kind: round(float(share * busy), 3) for kind, share in kernel_split(kernels).items()}
+    return {**split, "no kernel running": round(float(1 - busy), 3)}
 
 
 def _mean_ci(cell, measure: str) -> str:

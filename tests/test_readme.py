@@ -81,3 +81,65 @@ def test_the_studys_summary_quotes_its_records():
     shortest, longest = per_sample.idxmin(), per_sample.idxmax()
     names = {"cola": "CoLA", "rte": "RTE", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B"}
     assert f"{names[shortest]}'s sentences are the shortest, {names[longest]}'s the longest" in text
+
+
+def _best_end_to_end(reports_dir: str):
+    paths = config.reports_paths(config.PROJ_ROOT / "reports" / reports_dir)
+    table = report.end_to_end_table(results.summarize(results.read_results(paths["results"])))
+    e2e = table[table["scope"] == "end_to_end"]
+    return e2e.loc[e2e["GPU J/1k"].str.split(" ").str[0].astype(float).idxmin()]
+
+
+def test_the_end_to_end_summary_quotes_the_best_cells_ratios():
+    best, first = _best_end_to_end("e2e"), _best_end_to_end("e2e-first")
+    text = " ".join(README.split())
+    assert f"uses {best['pipeline defaults / this']}× less GPU energy per sample" in text
+    assert f"and {best['this / best forward']}× its best forward-only cell" in text
+    assert f"it runs at {float(best['samples/s'].replace(',', '')) / 1e3:.1f}k samples/s" in text
+    assert f"gave {first['this / best forward']}× at about " in text
+    assert f"{float(first['samples/s'].replace(',', '')) / 1e3:.0f}k samples/s" in text
+
+
+def test_the_floor_gaps_explanation_quotes_the_window_split_and_power():
+    paths = config.reports_paths(config.PROJ_ROOT / "reports" / "floor-gaps")
+    trials = results.read_results(paths["results"])
+    summary = results.summarize(trials)
+    text = " ".join(README.split())
+
+    def split_of(cell):
+        record = results.cell_record(paths["cells"], cell["cell_id"])
+        windows = trials[trials["cell_id"] == cell["cell_id"]]
+        return record, windows, report.window_split(record["kernels"], windows)
+
+    best = summary.loc[summary["j_per_1k_samples_mean"].idxmin()]
+    record, windows, split = split_of(best)
+    assert f"Batch {best['batch_size']} (one batch of all" in text
+    quoted = (
+        f"no kernel running: {split['no kernel running']:.0%}",
+        f"matrix products {split['matrix products']:.0%}",
+        f"the varlen flash-attention kernel {split['attention']:.0%}",
+        f"element-wise work {split['element-wise and other']:.0%}",
+        f"layer norm {split['layer norm']:.0%} of the windows' time",
+        f"the card at {(windows['energy_j'] / windows['time_s']).mean():.0f} W",
+    )
+    for phrase in quoted:
+        assert phrase in text, phrase
+    assert round(4 * (1 - 3.0 / best["j_per_1k_samples_mean"])) == 1  # 3 J/1k: a quarter less
+    assert "needs about a quarter less GPU time per sample" in text
+    original = results.original_cell(summary)
+    _, _, original_split = split_of(original)
+    assert f"without a kernel for {original_split['no kernel running']:.0%} of its" in text
+    gaps = [
+        results.cell_record(paths["cells"], c)["kernels"]["idle_gap_share"]
+        for c in summary["cell_id"]
+    ]
+    assert f"{100 * min(gaps):.0f}–{max(gaps):.0%} in these records" in text
+
+
+def test_the_worker_agreement_shown_is_the_committed_output():
+    output = (config.PROJ_ROOT / "reports/study/results/bench_workers.txt").read_text()
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert lines[0].split()[:2] == ["task", "technique"]
+    assert all(line.split()[-1] == "True" for line in lines[1:9])  # every cell agrees
+    for line in lines:
+        assert line in README, line
