@@ -648,8 +648,10 @@ class CellRun:
         self.batches = data.make_batches(
             self.tokenizer, rows, cell.batch_size, cell.padding, params.max_length
         )
-        if device.type == "cuda":
+        cuda = device.type == "cuda"
+        if cuda:  # other cells of the task may hold their models already: count above them
             torch.cuda.reset_peak_memory_stats(device)
+            held_bytes = torch.cuda.memory_allocated(device)
         start = time.perf_counter()
         self.prepared = models.prepare(
             cell.checkpoint, cell.task, cell.technique, device, label_map, params.seed
@@ -669,6 +671,9 @@ class CellRun:
             self.run_pass()
             energy.synchronize(device)
         self.prepare_s = time.perf_counter() - start
+        self.peak_memory_mb = (
+            (torch.cuda.max_memory_allocated(device) - held_bytes) / 2**20 if cuda else None
+        )
         self.windows: list[Window] = []
         self.window_facts: list[dict] = []
 
@@ -713,8 +718,6 @@ class CellRun:
             latency = latency_ms(self.forward, self.inputs, device, params.latency_batches)
             check = params.kernel_check and device.type == "cuda"
             kernels = kernel_record(self.run_pass, cell.technique, device) if check else {}
-        cuda = device.type == "cuda"
-        peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
         logits, metric_source = self.predictions()
         scores, backend = metrics.compute(
             cell.task, logits, self.rows["label"].to_numpy(), params.metrics_backend
@@ -746,7 +749,7 @@ class CellRun:
             "scope": params.scope,
             "order": params.order,
             "prepare_s": self.prepare_s,
-            "peak_memory_mb": peak_memory_mb,
+            "peak_memory_mb": self.peak_memory_mb,
             "pad_tokens": 0
             if cell.technique.packed
             else sum(b.input_ids.numel() - b.n_tokens for b in self.batches),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,19 @@ _COLUMNS = {
 _MARKERS = "osD^vP*Xhp<>"
 _EMPTY = "No measured cells in this summary, so there is nothing to plot."
 _TRIALS = "95% interval over trials"
-_COLOURS = [f"C{i}" for i in range(10)]
+# tab10, then ten darker tones for the techniques beyond the presets
+_COLOURS = [f"C{i}" for i in range(10)] + [
+    "#393b79",
+    "#637939",
+    "#8c6d31",
+    "#843c39",
+    "#7b4173",
+    "#e7ba52",
+    "#d6616b",
+    "#000000",
+    "#9e9ac8",
+    "#fdae6b",
+]
 _LEGEND = {"loc": "outside right upper", "frameon": False, "fontsize": 8}
 
 
@@ -59,11 +72,30 @@ def ordered(names, reference) -> list[str]:
     return [n for n in reference if n in present] + sorted(present - set(reference))
 
 
-def _style(technique: str) -> dict:
-    """One colour and marker per technique, the same in every figure."""
+def _style(technique: str, among=()) -> dict:
+    """A colour and marker per technique: the presets' fixed, every other technique's drawn
+    from its name into the colours the presets leave free, so it stays the same from figure to
+    figure; where two of ``among`` (the techniques of one figure) would share a colour, the
+    later in name order takes the next free one."""
     known = list(TECHNIQUES)
-    i = known.index(technique) if technique in known else len(known) + sum(map(ord, technique))
-    return {"color": _COLOURS[i % len(_COLOURS)], "marker": _MARKERS[i % len(_MARKERS)]}
+    if technique in known:
+        i = known.index(technique)
+        return {"color": _COLOURS[i], "marker": _MARKERS[i % len(_MARKERS)]}
+    free = len(_COLOURS) - len(known)
+    taken = {known.index(t) for t in among if t in known}
+    slots: dict[str, int] = {}
+    for name in sorted({*among, technique} - set(known)):
+        start = zlib.crc32(name.encode()) % free
+        for step in range(free):  # more techniques than colours: the first slot is shared
+            slot = len(known) + (start + step) % free
+            if slot not in taken:
+                break
+        else:
+            slot = len(known) + start
+        taken.add(slot)
+        slots[name] = slot
+    i = slots[technique]
+    return {"color": _COLOURS[i], "marker": _MARKERS[i % len(_MARKERS)]}
 
 
 def _filled(summary: pd.DataFrame, **defaults) -> pd.DataFrame:
@@ -154,7 +186,7 @@ def _grouped_bars(ax, table: pd.DataFrame, errors: pd.DataFrame | None = None) -
             capsize=2,
             error_kw={"elinewidth": 0.8},
             label=technique,
-            color=_style(technique)["color"],
+            color=_style(technique, table.columns)["color"],
         )
     ax.set_xticks(x, table.index)
     _pad(ax, len(x))
@@ -329,7 +361,7 @@ def tradeoff(summary: pd.DataFrame, technique: str = "fp32") -> Figure:
                 capsize=2,
                 elinewidth=0.8,
                 label=name,
-                **_style(name),
+                **_style(name, relative["technique"].unique()),
             )
         ax.plot(1, 0, "o", color="black", ms=10, mfc="none", label=f"{technique} (baseline)")
         ax.axvline(1.0, color="gray", lw=0.8, ls="--")
@@ -393,6 +425,7 @@ def frontier(summary: pd.DataFrame) -> Figure:
     metric) are ringed and labelled."""
     frame = _filled(summary, padding="", latency_p99_ms=np.nan)
     frame = frame[frame["energy_source"].ne("none") & (frame[f"{ENERGY}_mean"] > 0)]
+    frame = frame.reset_index(drop=True)  # the Pareto mask is looked up by row label
     if frame.empty:
         return _message("No energy was measured, so there is no energy frontier to draw.")
     tasks = ordered(frame["task"], list(TASKS))
@@ -412,7 +445,7 @@ def frontier(summary: pd.DataFrame) -> Figure:
             placed: list[float] = []  # energies labelled: labels of near ones stack down
             span = shown[x].max() - shown[x].min() or 1.0
             for _, cell in shown.sort_values(f"{ENERGY}_mean", ascending=False).iterrows():
-                style = _style(cell["technique"])
+                style = _style(cell["technique"], frame["technique"].unique())
                 ax.scatter(
                     cell[x],
                     cell[f"{ENERGY}_mean"],
@@ -449,7 +482,7 @@ def frontier(summary: pd.DataFrame) -> Figure:
             ax.set_ylabel("J per 1000 samples (log)")
             ax.set_title(task, fontsize=9)
     handles = [
-        Line2D([], [], linestyle="", **_style(t), label=t)
+        Line2D([], [], linestyle="", **_style(t, frame["technique"].unique()), label=t)
         for t in ordered(frame["technique"], list(TECHNIQUES))
     ]
     handles.append(
@@ -464,7 +497,7 @@ def frontier(summary: pd.DataFrame) -> Figure:
             label="Pareto-optimal",
         )
     )
-    fig.legend(handles=handles, **_LEGEND)
+    fig.legend(handles=handles, **{**_LEGEND, "loc": "outside lower center", "ncol": 3})
     _title(fig, "Energy frontier: every cell, ringed where no other is better on all counts", frame)
     return fig
 
@@ -518,7 +551,9 @@ def scopes(summary: pd.DataFrame) -> Figure:
 
 
 def save_all(summary: pd.DataFrame, figures_dir: Path, technique: str = "fp32") -> list[Path]:
-    """Draw every figure of ``FIGURES`` and save it as ``figures_dir/<name>.png``.
+    """Draw every figure of ``FIGURES`` that the records can fill and save it as
+    ``figures_dir/<name>.png``: ``scopes`` only where they hold end-to-end cells (a
+    ``scopes.png`` left by an earlier run is removed, so no figure outlives its records).
 
     Args:
         summary: Per-cell summary, as ``results.summarize`` returns it.
@@ -530,18 +565,22 @@ def save_all(summary: pd.DataFrame, figures_dir: Path, technique: str = "fp32") 
     """
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
-    drawn = {
-        "baseline": baseline(summary, technique),
-        "energy": energy(summary, technique),
-        "glue": glue(summary),
-        "throughput": throughput(summary),
-        "tradeoff": tradeoff(summary, technique),
-        "frontier": frontier(summary),
-        "scopes": scopes(summary),
+    draw = {
+        "baseline": lambda: baseline(summary, technique),
+        "energy": lambda: energy(summary, technique),
+        "glue": lambda: glue(summary),
+        "throughput": lambda: throughput(summary),
+        "tradeoff": lambda: tradeoff(summary, technique),
+        "frontier": lambda: frontier(summary),
+        "scopes": lambda: scopes(summary),
     }
+    end_to_end = "scope" in summary and summary["scope"].eq("end_to_end").any()
     paths = []
     for name in FIGURES:
         path = figures_dir / f"{name}.png"
-        drawn[name].savefig(path, dpi=120)
+        if name == "scopes" and not end_to_end:
+            path.unlink(missing_ok=True)
+            continue
+        draw[name]().savefig(path, dpi=120)
         paths.append(path)
     return paths

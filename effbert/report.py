@@ -189,7 +189,7 @@ def claims_markdown(summary: pd.DataFrame, metric_tolerance: float = 0.005) -> s
                 "compared": total["compared"],
                 "all tasks": f"**{total['verdict']}**",
                 "ratio (geo. mean)": _number(total["energy_ratio"]),
-                "worst metric change": _number(total["metric_change"], "+.4f"),
+                "worst metric change": results.signed_change(total["metric_change"]),
                 "per task: ratio [95%]": " · ".join(
                     _task_ratio(row, mixed, varied) for row in tasks.to_dict("records")
                 )
@@ -447,26 +447,42 @@ def headline_markdown(summary: pd.DataFrame, metric_tolerance: float = 0.02) -> 
     return results.markdown_table(pd.DataFrame(rows))
 
 
+def _read_run(path: Path) -> dict:
+    """A worker run's record, reduced to what the GPU time needs."""
+    try:
+        run = json.loads(path.read_text())
+        return {
+            "profile": run.get("profile"),
+            "wall_s": float(run["wall_s"]),
+            "gpu_s": sum(float(w["wall_s"]) for w in run["workers"]),
+            "gpus": {w["cuda_visible_devices"] for w in run["workers"]},
+            "tasks": [t for w in run["workers"] for t in w["tasks"]],
+        }
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"run record {cfg.project_relative(path)} is damaged ({err!r}): restore it "
+            "(git checkout) or delete it, and its run's wall time goes with it"
+        ) from err
+
+
 def gpu_time_markdown(reports_dir: str | Path, profile: str) -> str:
     """The wall time of a profile's worker runs (``results/runs``) and the GPU time they took:
     the sum of their workers' wall times. Empty where no run used workers."""
     runs_dir = cfg.reports_paths(reports_dir)["results"] / "runs"
-    runs = [json.loads(p.read_text()) for p in sorted(runs_dir.glob(f"{profile}-*.json"))]
+    runs = [_read_run(path) for path in sorted(runs_dir.glob(f"{profile}-*.json"))]
+    runs = [r for r in runs if r["profile"] in (profile, None)]  # not "floor-packed" for "floor"
     if not runs:
         return ""
     wall_s = sum(r["wall_s"] for r in runs)
-    gpu_s = sum(w["wall_s"] for r in runs for w in r["workers"])
-    gpus = sorted({w["cuda_visible_devices"] for r in runs for w in r["workers"]})
-    parts = ", ".join(
-        f"{r['wall_s']:.0f} s ({', '.join(t for w in r['workers'] for t in w['tasks'])})"
-        for r in runs
-    )
+    gpu_s = sum(r["gpu_s"] for r in runs)
+    gpus = set().union(*(r["gpus"] for r in runs))
+    parts = ", ".join(f"{r['wall_s']:.0f} s ({', '.join(r['tasks'])})" for r in runs)
     return (
         f"Measuring took {wall_s:.0f} s of wall time ({wall_s / 60:.1f} min) in {len(runs)} "
         f"run{'s' if len(runs) > 1 else ''} of one worker per GPU on {len(gpus)} GPU"
         f"{'s' if len(gpus) > 1 else ''}: {parts}. The workers' wall times add up to "
-        f"{gpu_s:.0f} s ({gpu_s / 60:.1f} GPU-minutes): about what one GPU would take for the same "
-        f"cells, each worker's start included."
+        f"{gpu_s:.0f} s ({gpu_s / 60:.1f} GPU-minutes): about what one GPU would take for the "
+        f"same cells, each worker's start included."
     )
 
 

@@ -650,6 +650,13 @@ def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines)
 
 
+def _main_setting_first(column: pd.Series) -> pd.Series:
+    """Sort key: padding ``max_length`` first, then smaller batches (the original setting)."""
+    if column.name == "padding":
+        return column.ne("max_length")
+    return column
+
+
 def check(
     trials: pd.DataFrame,
     recorded: pd.DataFrame,
@@ -675,7 +682,9 @@ def check(
     failed = trials[trials["status"] == "failed"]
     assert failed.empty, f"cells failed:\n{failed[['task', 'technique', 'reason']]}"
     skipped = trials[trials["status"] == "skipped"]
-    assert (skipped["reason"].fillna("").str.len() > 0).all(), "a skipped cell gives no reason"
+    assert (skipped["reason"].fillna("").astype(str).str.len() > 0).all(), (
+        "a skipped cell gives no reason"
+    )
     ok = trials[trials["status"] == "ok"]
     assert (ok["time_s"] >= min_window_s).all(), "a window shorter than min_window_s"
     assert (ok["n_samples"] > 0).all(), "a window processed no samples"
@@ -689,10 +698,37 @@ def check(
         how="left",
         suffixes=("", f"_{baseline}"),
     )
+    compared["compared_with"] = np.where(
+        compared[f"metric_value_{baseline}"].notna(), "same batch and padding", ""
+    )
+    # cells of a setting the baseline was not measured at: its cell of the task's main setting
+    per_task = (
+        reference.drop_duplicates("cell_id")
+        .sort_values(["padding", "batch_size"], key=_main_setting_first)
+        .drop_duplicates("task")
+        .set_index("task")
+    )
+    missing = compared[f"metric_value_{baseline}"].isna() & compared["task"].isin(per_task.index)
+    fallback = per_task.loc[compared.loc[missing, "task"]]
+    compared.loc[missing, f"metric_value_{baseline}"] = fallback["metric_value"].to_numpy()
+    compared.loc[missing, "compared_with"] = [
+        f"batch {r.batch_size}, {r.padding}" for r in fallback.itertuples()
+    ]
+    compared.loc[compared["compared_with"] == "", "compared_with"] = f"no {baseline} cell"
     compared["difference"] = compared["metric_value"] - compared[f"metric_value_{baseline}"]
     far = compared[compared["difference"].abs() > metric_tolerance]
     assert far.empty, f"metric further than {metric_tolerance} from {baseline}:\n{far}"
     return compared
+
+
+def signed_change(value: float) -> str:
+    """A metric change with its sign: ``0`` where none, small ones in scientific notation so
+    that a change never reads as ``+0.0000``."""
+    if pd.isna(value):
+        return ""
+    if value == 0:
+        return "0"
+    return f"{value:+.1e}" if abs(value) < 5e-5 else f"{value:+.4f}"
 
 
 def findings(summary: pd.DataFrame, baseline: str = "fp32") -> str:
@@ -741,7 +777,7 @@ def findings(summary: pd.DataFrame, baseline: str = "fp32") -> str:
         lines.append(
             f"- **{technique}**: {shown(low)} to {shown(high)} over {len(rows)} tasks "
             f"({', '.join(verdict)}); largest metric change "
-            f"{change['metric_change']:+.4f} {change['metric']} on {change['task']}. "
+            f"{signed_change(change['metric_change'])} {change['metric']} on {change['task']}. "
             f"Cells: {cells}."
         )
     noisy = int(summary["cv_flag"].fillna(False).astype(bool).sum())

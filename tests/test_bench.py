@@ -206,6 +206,23 @@ def test_check_rejects_metrics_far_from_the_baseline(tmp_path):
         results.check(shifted, shifted, min_window_s=0.01, metric_tolerance=0.1)
 
 
+def test_check_compares_cells_without_a_baseline_at_their_setting_with_the_main_one(tmp_path):
+    trials = small_study(tmp_path, tasks=["sst2"]).run(["fp32", "int8"])
+    wider = trials[trials["technique"] == "int8"].copy()
+    wider["batch_size"], wider["padding"], wider["cell_id"] = 64, "bucketed", "wider"
+    wider["metric_value"] += 0.5
+    rows = pd.concat([trials, wider])
+    with pytest.raises(AssertionError, match="metric further than 0.1"):
+        results.check(rows, rows, min_window_s=0.01, metric_tolerance=0.1)
+    compared = results.check(rows, rows, min_window_s=0.01, metric_tolerance=0.6)
+    row = compared[compared["batch_size"] == 64].iloc[0]
+    assert row["difference"] == pytest.approx(0.5)
+    assert row["compared_with"] == f"batch {trials['batch_size'].iloc[0]}, max_length"
+    assert set(compared[compared["batch_size"] != 64]["compared_with"]) == {
+        "same batch and padding"
+    }
+
+
 def test_a_profile_that_selects_none_of_a_notebooks_techniques_measures_nothing(tmp_path, capsys):
     study = small_study(tmp_path, techniques=["fp32"])
     trials = study.run(["int8"])

@@ -203,3 +203,10 @@ def test_an_empty_summary_has_nothing_to_judge():
     table = results.claims(summary())
     assert table.empty and list(table.columns) == results.CLAIM_COLUMNS
     assert report.claims_markdown(summary()) == "No measured cell: nothing to judge."
+
+
+def test_a_small_metric_change_never_reads_as_zero():
+    assert results.signed_change(0.0) == "0"
+    assert results.signed_change(-1.97e-5) == "-2.0e-05"
+    assert results.signed_change(0.0072) == "+0.0072"
+    assert results.signed_change(float("nan")) == ""

@@ -157,6 +157,6 @@ def test_a_truncated_cell_file_is_named(tmp_path):
 
 
 def test_the_readme_table_is_the_summary_of_the_committed_records():
-    """The README's SST-2 table is printed from reports/offline-gpu, not typed by hand."""
-    table = report.summary_table("offline-gpu", "reports/offline-gpu", "sst2")
+    """The README's SST-2 table is printed from reports/study, not typed by hand."""
+    table = report.summary_table("study", "reports/study", "sst2")
     assert table.strip() in (config.PROJ_ROOT / "README.md").read_text()

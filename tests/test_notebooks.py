@@ -38,7 +38,8 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
             images = [o for o in outputs(executed) if "image/png" in o.get("data", {})]
             assert images, f"{run.stem} draws but holds no image/png output"
     for name in plots.FIGURES:
-        assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
+        if name != "scopes":  # drawn only for end-to-end cells, which smoke has none of
+            assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
 
     results = pd.read_csv(tmp_path / "results" / "results.csv")
     assert set(results["profile"]) == {"smoke"}

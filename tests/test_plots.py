@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from effbert import plots, results
+from effbert.models import TECHNIQUES
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -68,7 +69,8 @@ def test_every_figure_is_written(tmp_path, energy):
         "frontier",
         "scopes",
     )
-    assert [p.name for p in paths] == [f"{n}.png" for n in plots.FIGURES]
+    drawn = [n for n in plots.FIGURES if n != "scopes"]  # no end-to-end cells here
+    assert [p.name for p in paths] == [f"{n}.png" for n in drawn]
     for path in paths:
         width, height = Image.open(path).size
         assert width > 300 and height > 200
@@ -223,3 +225,26 @@ def test_baseline_shows_the_part_above_idle_power_where_recorded():
     hatched = [p for p in fig.axes[0].patches if p.get_hatch()]
     assert [round(p.get_height()) for p in hatched] == [120, 120]
     assert not [p for p in plots.baseline(summary()).axes[0].patches if p.get_hatch()]
+
+
+def test_every_technique_of_a_figure_gets_its_own_colour():
+    among = [*TECHNIQUES, "fp32+compile", "int8+compile", "fp8+varlen+compile+cls_last"]
+    among += ["bf16+varlen+graphs+cls_last", "bf16+flex+compile+cls_last"]
+    colours = [plots._style(t, among)["color"] for t in among]
+    assert len(set(colours)) == len(among)
+    # the same technique keeps its style where the figure's set is smaller
+    assert plots._style("fp32+compile", among) == plots._style("fp32+compile", ["fp32+compile"])
+    many = [f"t{i}+compile" for i in range(40)]  # more than the colours: shared, not stuck
+    assert len({plots._style(t, many)["color"] for t in many}) == len(plots._COLOURS) - len(
+        TECHNIQUES
+    )
+
+
+def test_the_scopes_figure_is_saved_only_for_records_with_end_to_end_cells(tmp_path):
+    forward = summary(True)
+    stale = tmp_path / "scopes.png"
+    stale.write_bytes(b"an earlier run's figure")
+    assert stale not in plots.save_all(forward, tmp_path) and not stale.exists()
+    both = pd.concat([forward.assign(scope="model"), forward.assign(scope="end_to_end")])
+    assert stale in plots.save_all(both, tmp_path)
+    assert stale.read_bytes()[:8] == PNG

@@ -143,3 +143,8 @@ def test_the_worker_agreement_shown_is_the_committed_output():
     assert all(line.split()[-1] == "True" for line in lines[1:9])  # every cell agrees
     for line in lines:
         assert line in README, line
+
+
+def test_the_study_record_count_quoted_is_the_committed_one():
+    cells = list((config.PROJ_ROOT / "reports/study/results/cells/study").glob("*.json"))
+    assert f"{len(cells)} cell records before and after" in " ".join(README.split())

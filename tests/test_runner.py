@@ -122,3 +122,10 @@ def test_the_analysis_notebook_alone_runs_a_gpu_profile_on_any_machine(tmp_path,
     assert not runner.analysis_only(None)
     params, _ = runner.validated_profile("offline-gpu", config.NOTEBOOKS_DIR, machine=False)
     assert params.device == "cuda"
+
+
+def test_pages_are_written_readable_by_a_web_server(tmp_path):
+    page = tmp_path / "report.html"
+    runner.write_text_atomic(page, "<html></html>")
+    assert page.read_text() == "<html></html>"
+    assert page.stat().st_mode & 0o777 == 0o644

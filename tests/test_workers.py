@@ -153,6 +153,7 @@ def test_gpu_time_is_the_sum_of_the_workers_wall_times_of_every_run(tmp_path):
     runs.mkdir(parents=True)
     for name, wall_s, workers_s in (("a", 100.0, [90.0, 100.0]), ("b", 50.0, [50.0, 20.0])):
         record = {
+            "profile": "study",
             "wall_s": wall_s,
             "workers": [
                 {"cuda_visible_devices": str(i), "tasks": [f"t{i}"], "wall_s": w}
@@ -161,7 +162,13 @@ def test_gpu_time_is_the_sum_of_the_workers_wall_times_of_every_run(tmp_path):
         }
         (runs / f"study-{name}.json").write_text(json.dumps(record))
     (runs / "other-c.json").write_text(json.dumps({"wall_s": 1e6, "workers": []}))
+    worker = {"cuda_visible_devices": "5", "tasks": ["t5"], "wall_s": 1.0}
+    other = {"profile": "study-x", "wall_s": 1e6, "workers": [worker]}
+    (runs / "study-x-d.json").write_text(json.dumps(other))  # another profile's run
     text = report.gpu_time_markdown(tmp_path, "study")
     assert "150 s of wall time" in text and "in 2 runs" in text and "on 2 GPUs" in text
     assert "add up to 260 s (4.3 GPU-minutes)" in text
     assert report.gpu_time_markdown(tmp_path, "none") == ""
+    (runs / "study-e.json").write_text('{"wall_s": 3')
+    with pytest.raises(ValueError, match=r"study-e.json is damaged .* restore it"):
+        report.gpu_time_markdown(tmp_path, "study")
