@@ -493,10 +493,16 @@ class Study:
         return recorded[recorded["profile"] == self.params.profile]
 
     def summary(self, trials: pd.DataFrame) -> pd.DataFrame:
-        """Per cell: energy, throughput and metric with their 95% half-widths."""
-        return results.summarize(trials).filter(
-            regex="^(task|technique|batch_size|trials)$|samples_per_s_(mean|ci95)|"
-            "j_per_1k_samples_(mean|ci95)|metric|cv_flag"
+        """Per cell: energy, throughput and metric with their 95% half-widths (columns with
+        nothing measured, such as CPU energy off the end-to-end scope, left out)."""
+        return (
+            results.summarize(trials)
+            .filter(
+                regex="^(task|technique|batch_size|trials|cv_flag)$|^samples_per_s_(mean|ci95)$|"
+                "^(cpu_)?j_per_1k_samples_(mean|ci95)$|^metric"
+            )
+            .dropna(axis=1, how="all")
+            .round(4)
         )
 
     def skipped(self, trials: pd.DataFrame) -> pd.DataFrame:

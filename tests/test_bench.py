@@ -286,3 +286,11 @@ def test_window_split_scales_kernel_kinds_by_the_busy_share_of_the_windows():
     split = report.window_split(kernels, windows)
     assert split == {"matrix products": 0.48, "attention": 0.32, "no kernel running": 0.2}
     assert report.window_split({"top": kernels["top"]}, windows) == {}
+
+
+def test_the_notebook_summary_leaves_out_what_was_not_measured(tmp_path):
+    study = small_study(tmp_path, tasks=["sst2"])
+    shown = study.summary(study.run(["fp32"]))
+    assert len(shown) == 1 and {"task", "technique", "metric_value"} <= set(shown.columns)
+    assert not shown.isna().all().any(), "a column with nothing in it"
+    assert "cpu_j_per_1k_samples_mean" not in shown  # model scope: no CPU energy
