@@ -208,6 +208,13 @@ def _dev_scores(prepared, tokenizer, task, dev_rows, max_length) -> dict[str, fl
     return scores
 
 
+def scores_table(reports: pd.DataFrame) -> pd.DataFrame:
+    """``Plan.run``'s reports with each dev metric in a column of its own, rounded to read."""
+    scores = pd.DataFrame(list(reports["dev_metrics"]), index=reports.index).add_prefix("dev_")
+    table = reports.drop(columns=["dev_metrics", "dev_metric"]).join(scores)
+    return table.round({"train_time_s": 1, **{c: 4 for c in scores.columns}})
+
+
 class Plan:
     """The fine-tuning notebook's work: one checkpoint per task that has train data."""
 

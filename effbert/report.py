@@ -86,8 +86,9 @@ def write_index(root: Path, runs, profile: str, baseline: str = "fp32") -> Path:
         "<h2>Notebooks</h2>",
         f"<ol>{''.join(items)}</ol>",
         '<p>Records: <a href="results/results.csv">results.csv</a> (one row per trial), '
-        '<a href="results/summary.csv">summary.csv</a> (one row per cell); library messages in '
-        '<a href="logs/">logs/</a>.</p>',
+        '<a href="results/summary.csv">summary.csv</a> (one row per cell); executed notebooks '
+        'in <a href="executed/">executed/</a>. Library messages go to <code>logs/</code> beside '
+        "this page on the machine that ran it (published reports leave them out).</p>",
     ]
     page = (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"

@@ -39,7 +39,7 @@ study.settings_table()
 # The device, its software, the energy meter and the device's idle power.
 
 # %%
-study.environment()
+study.environment().to_frame()
 
 # %% [markdown]
 # ## Results

@@ -44,9 +44,10 @@ reports = plan.run()
 
 # %% [markdown]
 # ## Results
+# Each task's dev scores (every GLUE metric of the task) and the fine-tune's wall time.
 
 # %%
-reports
+finetune.scores_table(reports)
 
 # %% [markdown]
 # ## Checks

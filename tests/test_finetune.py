@@ -1,5 +1,6 @@
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -119,3 +120,31 @@ def test_plan_fine_tunes_each_model_task_once(tmp_path, base_model):
     assert reports["task"].tolist() == ["mnli_m", "mnli_mm"]
     assert reports["reused"].tolist() == [False, True]
     assert reports["dev_metric"].notna().all()
+
+
+def test_the_scores_table_has_a_column_per_dev_metric():
+    reports = pd.DataFrame(
+        [
+            {
+                "task": "mrpc",
+                "metric": "f1",
+                "dev_metric": 0.85229,
+                "train_time_s": 34.07,
+                "dev_metrics": {"f1": 0.852292020, "accuracy": 0.7990196},
+                "reused": False,
+            },
+            {
+                "task": "sst2",
+                "metric": "accuracy",
+                "dev_metric": 0.9002,
+                "dev_metrics": {"accuracy": 0.900229357},
+                "train_time_s": 53.58,
+                "reused": True,
+            },
+        ]
+    )
+    table = finetune.scores_table(reports)
+    assert list(table["dev_f1"].fillna(-1)) == [0.8523, -1]
+    assert list(table["dev_accuracy"]) == [0.799, 0.9002]
+    assert list(table["train_time_s"]) == [34.1, 53.6]
+    assert "dev_metrics" not in table
