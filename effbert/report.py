@@ -449,13 +449,14 @@ def headline_markdown(summary: pd.DataFrame, metric_tolerance: float = 0.02) -> 
 
 
 def _read_run(path: Path) -> dict:
-    """A worker run's record, reduced to what the GPU time needs."""
+    """A worker run's record, reduced to what its GPU time needs."""
     try:
         run = json.loads(path.read_text())
         return {
+            "name": path.name,
             "profile": run.get("profile"),
             "wall_s": float(run["wall_s"]),
-            "gpu_s": sum(float(w["wall_s"]) for w in run["workers"]),
+            "worker_wall_s": [float(w["wall_s"]) for w in run["workers"]],
             "gpus": {w["cuda_visible_devices"] for w in run["workers"]},
             "tasks": [t for w in run["workers"] for t in w["tasks"]],
         }
@@ -466,16 +467,26 @@ def _read_run(path: Path) -> dict:
         ) from err
 
 
-def gpu_time_markdown(reports_dir: str | Path, profile: str) -> str:
-    """The wall time of a profile's worker runs (``results/runs``) and the GPU time they took:
-    the sum of their workers' wall times. Empty where no run used workers."""
+def worker_runs(reports_dir: str | Path, profile: str) -> list[dict]:
+    """A profile's worker runs (``results/runs``), oldest first: each one's wall time, its
+    workers' wall times, GPUs and tasks.
+
+    Raises:
+        ValueError: a run record is damaged (the message names it and the fix).
+    """
     runs_dir = cfg.reports_paths(reports_dir)["results"] / "runs"
     runs = [_read_run(path) for path in sorted(runs_dir.glob(f"{profile}-*.json"))]
-    runs = [r for r in runs if r["profile"] in (profile, None)]  # not "floor-packed" for "floor"
+    return [r for r in runs if r["profile"] in (profile, None)]  # not "floor-packed" for "floor"
+
+
+def gpu_time_markdown(reports_dir: str | Path, profile: str) -> str:
+    """The wall time of a profile's worker runs and the GPU time they took: the sum of their
+    workers' wall times. Empty where no run used workers."""
+    runs = worker_runs(reports_dir, profile)
     if not runs:
         return ""
     wall_s = sum(r["wall_s"] for r in runs)
-    gpu_s = sum(r["gpu_s"] for r in runs)
+    gpu_s = sum(sum(r["worker_wall_s"]) for r in runs)
     gpus = set().union(*(r["gpus"] for r in runs))
     parts = ", ".join(f"{r['wall_s']:.0f} s ({', '.join(r['tasks'])})" for r in runs)
     return (

@@ -155,8 +155,14 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     )
 
 
-def _write_atomic(path: Path, write: Callable[[IO[str]], Any]) -> None:
-    """Let ``write`` fill a unique temporary file beside ``path``, then move it over ``path``."""
+def write_file_atomic(path: Path, write: Callable[[IO[str]], Any]) -> None:
+    """Let ``write`` fill a unique temporary file beside ``path``, then move it over ``path``,
+    readable by all (``mkstemp`` makes it private): ``path`` holds either the old or the whole
+    new content.
+
+    Raises:
+        OSError: the file could not be written.
+    """
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,12 +173,18 @@ def _write_atomic(path: Path, write: Callable[[IO[str]], Any]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException as err:
+    except BaseException:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise _write_error(path, err) from err
         raise
+
+
+def _write_atomic(path: Path, write: Callable[[IO[str]], Any]) -> None:
+    """``write_file_atomic``, its failure as a StoreError that says how to go on."""
+    try:
+        write_file_atomic(path, write)
+    except OSError as err:
+        raise _write_error(path, err) from err
 
 
 def _write_error(path: Path, err: OSError) -> StoreError:
@@ -699,7 +711,9 @@ def check(
         suffixes=("", f"_{baseline}"),
     )
     compared["compared_with"] = np.where(
-        compared[f"metric_value_{baseline}"].notna(), "same batch and padding", ""
+        compared[f"metric_value_{baseline}"].notna(),
+        "same batch and padding",
+        f"no {baseline} cell",
     )
     # cells of a setting the baseline was not measured at: its cell of the task's main setting
     per_task = (
@@ -714,7 +728,6 @@ def check(
     compared.loc[missing, "compared_with"] = [
         f"batch {r.batch_size}, {r.padding}" for r in fallback.itertuples()
     ]
-    compared.loc[compared["compared_with"] == "", "compared_with"] = f"no {baseline} cell"
     compared["difference"] = compared["metric_value"] - compared[f"metric_value_{baseline}"]
     far = compared[compared["difference"].abs() > metric_tolerance]
     assert far.empty, f"metric further than {metric_tolerance} from {baseline}:\n{far}"

@@ -22,7 +22,7 @@ from typing import Any
 
 from effbert import config as cfg
 from effbert import params as prm
-from effbert import report
+from effbert import report, results
 
 NOTEBOOK_GLOB = "[0-9][0-9]-*.py"
 INJECTED = ("profile", "reports_dir", "force")  # what papermill sets in a parameters cell
@@ -283,19 +283,15 @@ def _write_failure(err: OSError, kept: Path) -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` so that ``path`` holds either the old or the whole new content."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``text`` so that ``path`` holds either the old or the whole new content.
+
+    Raises:
+        OSError: the page could not be written; its ``filename`` names ``path``.
+    """
     try:
-        os.fchmod(fd, 0o644)  # readable like any page (mkstemp makes it private)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and not err.filename:
+        results.write_file_atomic(path, lambda handle: handle.write(text))
+    except OSError as err:
+        if not err.filename:
             err.filename = str(path)
         raise
 

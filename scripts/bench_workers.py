@@ -11,14 +11,13 @@ A cell agrees when the two means differ by less than the combined 95% half-width
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import tempfile
 
 import pandas as pd
 import torch
 
-from effbert import bench, config, params, results
+from effbert import bench, config, params, report, results
 
 MEASURE = "j_per_1k_samples"
 
@@ -68,11 +67,10 @@ def main() -> None:
             )
     with pd.option_context("display.width", 200):
         print(pd.DataFrame(rows).to_string(index=False))
-    for run in sorted((paths["results"] / "runs").glob(f"{args.profile}-*.json")):
-        record = json.loads(run.read_text())
-        walls = [w["wall_s"] for w in record["workers"]]
+    for run in report.worker_runs(args.reports_dir, args.profile):
+        walls = run["worker_wall_s"]
         print(
-            f"{run.name}: wall {record['wall_s']:.0f} s with {len(walls)} workers; "
+            f"{run['name']}: wall {run['wall_s']:.0f} s with {len(walls)} workers; "
             f"their wall times add up to {sum(walls):.0f} s"
         )
 
