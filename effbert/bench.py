@@ -166,9 +166,9 @@ def variation(trials: list[dict[str, float]]) -> float:
 
 
 def latency_ms(forward, inputs: list[dict], device: torch.device, min_batches: int = 50):
-    """Per-batch latency percentiles from device events, in a pass of its own."""
-    rounds = max(1, math.ceil(min_batches / len(inputs)))
-    batches = [b for _ in range(rounds) for b in inputs]
+    """Per-batch latency percentiles from device events over ``min_batches`` batches, spread
+    evenly over the pass (its batches repeated where it has fewer), outside the windows."""
+    batches = [inputs[i * len(inputs) // min_batches] for i in range(min_batches)]
     if device.type == "cuda":
         marks = [
             (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
@@ -410,6 +410,8 @@ class Study:
             with environment.captured(self.log_path):
                 return workers.run(self, techniques, combinations, cells, slots)
         records = []
+        pending = [c.task.name for c in cells if self.force or not self._recorded(c)]
+        started = time.perf_counter()
         progress = tqdm(
             cells, desc=self.params.profile, unit="cell", mininterval=5.0, file=sys.stdout
         )
@@ -427,7 +429,16 @@ class Study:
                     records.append(self._run_cell(cell))
         progress.close()
         results.write_tables(self.paths["results"], self.paths["cells"])
+        if pending:
+            wall_s = time.perf_counter() - started
+            workers.record_here(
+                self.paths["results"], self.params.profile, "measure", pending, wall_s
+            )
         return results.trial_rows(records)
+
+    def _recorded(self, cell: Cell) -> bool:
+        done = results.find_cell(self.paths["cells"], cell.config) or {}
+        return done.get("status") in ("ok", "skipped")
 
     def _run_interleaved(self, cells: list[Cell]) -> list[dict]:
         """A task's cells, prepared together, take their windows in rounds: each round every
@@ -680,6 +691,7 @@ class CellRun:
         self.peak_memory_mb = (
             (torch.cuda.max_memory_allocated(device) - held_bytes) / 2**20 if cuda else None
         )
+        self.warmup_s = math.nan
         self.windows: list[Window] = []
         self.window_facts: list[dict] = []
 
@@ -689,8 +701,11 @@ class CellRun:
             forward(batch)
 
     def warm_up(self) -> None:
+        start = time.perf_counter()
         with self.prepared.context():
             warm_up(self.run_pass, self.settings)
+        energy.synchronize(self.device)
+        self.warmup_s = time.perf_counter() - start
 
     def window(self, position: int = 0) -> None:
         """One measured window; ``position`` is its place in the task's order of windows."""
@@ -719,6 +734,7 @@ class CellRun:
     def finish(self, idle_power_w: float) -> dict:
         """Latency, kernels and the task metric, outside the windows; the cell's record."""
         cell, params, device = self.cell, self.params, self.device
+        start = time.perf_counter()
         state_after = environment.gpu_state(device)
         with self.prepared.context():
             latency = latency_ms(self.forward, self.inputs, device, params.latency_batches)
@@ -755,6 +771,8 @@ class CellRun:
             "scope": params.scope,
             "order": params.order,
             "prepare_s": self.prepare_s,
+            "warmup_s": self.warmup_s,
+            "finish_s": time.perf_counter() - start,
             "peak_memory_mb": self.peak_memory_mb,
             "pad_tokens": 0
             if cell.technique.packed

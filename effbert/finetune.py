@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -15,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from effbert import config as cfg
-from effbert import data, metrics, models
+from effbert import data, metrics, models, workers
 from effbert.config import project_relative, resolve_path
 from effbert.environment import captured, resolve_device
 from effbert.params import ALL, FINETUNE, FinetuneSettings, Params, load
@@ -56,16 +57,10 @@ def finetune(
 
     out_dir = Path(out_dir)
     report_path = out_dir / REPORT_FILE
-    identity = {
-        "task": task.model_task,
-        "base_model": str(base_model),
-        "train_rows": len(train_rows),
-        "settings": asdict(settings),
-    }
-    if report_path.exists():
-        previous = json.loads(report_path.read_text())
-        if {k: previous.get(k) for k in identity} == identity:
-            return {**previous, "reused": True}
+    identity = _identity(base_model, task, train_rows, settings)
+    previous = trained(out_dir, identity)
+    if previous is not None:
+        return {**previous, "reused": True}
 
     torch.manual_seed(settings.seed)
     tokenizer = models.load_tokenizer(base_model)
@@ -144,6 +139,28 @@ def finetune(
     return report
 
 
+def _identity(base_model: str, task: GlueTask, train_rows: pd.DataFrame, settings) -> dict:
+    """What a checkpoint was trained from: reused only where all of it matches."""
+    return {
+        "task": task.model_task,
+        "base_model": str(base_model),
+        "train_rows": len(train_rows),
+        "settings": asdict(settings),
+    }
+
+
+def trained(out_dir: Path, identity: dict) -> dict | None:
+    """The report of a checkpoint in ``out_dir`` trained as ``identity`` says, else None."""
+    report_path = Path(out_dir) / REPORT_FILE
+    if not report_path.exists():
+        return None
+    try:
+        previous = json.loads(report_path.read_text())
+    except ValueError:
+        return None  # a damaged report: train again
+    return previous if {k: previous.get(k) for k in identity} == identity else None
+
+
 def _parameter_groups(model: torch.nn.Module, settings: FinetuneSettings) -> list[dict]:
     """Per-group learning rates: the head at ``head_lr``, encoder layer ``i`` of ``n`` at
     ``lr * layer_lr_decay ** (n - i)`` counted from the head, the embeddings lowest."""
@@ -220,7 +237,8 @@ class Plan:
 
     def __init__(self, params: Params, reports_dir: str = "reports") -> None:
         self.params = params
-        self.log_path = cfg.reports_paths(reports_dir)["logs"] / f"{params.profile}.log"
+        self.paths = cfg.reports_paths(reports_dir)
+        self.log_path = self.paths["logs"] / f"{params.profile}.log"
 
     @classmethod
     def from_profile(cls, profile: str, reports_dir: str = "reports") -> Plan:
@@ -269,29 +287,106 @@ class Plan:
 
     def run(self) -> pd.DataFrame:
         """Fine-tune (or reuse) and score each task; a task without train data is skipped
-        when ``on_missing_task`` is ``skip``."""
+        when ``on_missing_task`` is ``skip``. With several GPUs visible, the tasks to train are
+        spread over one worker process per GPU first (``effbert.workers``)."""
         with captured(self.log_path):
             return self._run()
 
-    def _run(self) -> pd.DataFrame:
-        device = resolve_device(self.params.device)
-        reports = []
+    def _out_dir(self, task: GlueTask) -> Path:
+        return resolve_path(self.params.checkpoints_dir) / task.model_task
+
+    def _tasks_with_data(self):
+        """(task, train rows, dev rows) of each task to train that has its data."""
         for name in self.tasks_to_train():
             task = get_task(name)
             try:
-                train_rows, dev_rows = self._rows(task, "train"), self._rows(task, "dev")
+                yield task, self._rows(task, "train"), self._rows(task, "dev")
             except data.DataError:
                 if self.params.on_missing_task == "skip":
                     continue
                 raise
-            out_dir = resolve_path(self.params.checkpoints_dir) / task.model_task
+
+    def train(self) -> list[str]:
+        """Fine-tune each task not trained yet, unscored (a worker's share of ``run``).
+
+        Returns:
+            The tasks trained, not reused.
+        """
+        device = resolve_device(self.params.device)
+        done = []
+        for task, train_rows, _ in self._tasks_with_data():
+            report = finetune(
+                self.params.base_model,
+                task,
+                train_rows,
+                self._out_dir(task),
+                self.settings(task),
+                device,
+            )
+            if not report["reused"]:
+                done.append(task.name)
+        return done
+
+    def _untrained_steps(self) -> dict[str, int]:
+        """Per task still to train: its optimizer steps, the cost that balances workers."""
+        steps, seen = {}, set()
+        for task, train_rows, _ in self._tasks_with_data():
+            if task.model_task in seen:  # mnli_m and mnli_mm share one checkpoint
+                continue
+            seen.add(task.model_task)
+            settings = self.settings(task)
+            identity = _identity(self.params.base_model, task, train_rows, settings)
+            if trained(self._out_dir(task), identity) is None:
+                per_epoch = math.ceil(len(train_rows) / settings.batch_size)
+                steps[task.name] = math.ceil(settings.epochs * per_epoch)
+        return steps
+
+    def _train_on_workers(self) -> None:
+        """Train the untrained tasks in one worker per visible GPU, where there are several.
+
+        Raises:
+            workers.WorkerError: a worker failed; the checkpoints finished are kept.
+        """
+        slots = workers.worker_slots(self.params)
+        steps = self._untrained_steps() if len(slots) > 1 and self.params.base_model else {}
+        if len(steps) < 2:
+            return
+        groups = workers.balance(steps, len(slots))
+        values = dataclasses.asdict(self.params)
+
+        def spec(tasks: list[str]) -> dict:
+            return {
+                "stage": "finetune",
+                "params": {**values, "tasks": tasks},
+                "reports_dir": str(self.paths["root"]),
+            }
+
+        watched = [self._out_dir(get_task(t)) / REPORT_FILE for t in steps]
+        spawned = workers.spawn(
+            self.paths, self.params.profile, "finetune", slots, groups, spec, watched
+        )
+        failed = workers.failures(spawned)
+        if failed:
+            raise workers.WorkerError(
+                f"{failed}. Finished checkpoints are kept; run again to train the rest"
+            )
+
+    def _run(self) -> pd.DataFrame:
+        self._train_on_workers()
+        device = resolve_device(self.params.device)
+        reports, trained_here = [], []
+        started = time.perf_counter()
+        for task, train_rows, dev_rows in self._tasks_with_data():
+            out_dir = self._out_dir(task)
             report = finetune(
                 self.params.base_model, task, train_rows, out_dir, self.settings(task), device
             )
+            if not report["reused"]:
+                trained_here.append(task.name)
             scores = score(out_dir, task, dev_rows, device)
             reports.append(
                 {
-                    "task": name,
+                    "task": task.name,
                     "metric": task.primary_metric,
                     "dev_metric": scores[task.primary_metric],
                     "dev_metrics": scores,
@@ -299,6 +394,11 @@ class Plan:
                     "reused": report["reused"],
                     "checkpoint": project_relative(out_dir),
                 }
+            )
+        if trained_here:
+            wall_s = time.perf_counter() - started
+            workers.record_here(
+                self.paths["results"], self.params.profile, "finetune", trained_here, wall_s
             )
         columns = ["task", "metric", "dev_metric", "dev_metrics", "train_time_s", "reused"]
         return pd.DataFrame(reports, columns=[*columns, "checkpoint"])

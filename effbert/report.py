@@ -449,16 +449,22 @@ def headline_markdown(summary: pd.DataFrame, metric_tolerance: float = 0.02) -> 
 
 
 def _read_run(path: Path) -> dict:
-    """A worker run's record, reduced to what its GPU time needs."""
+    """A run record (``workers.write_run``), reduced to what its GPU time needs."""
     try:
         run = json.loads(path.read_text())
         return {
             "name": path.name,
             "profile": run.get("profile"),
+            "kind": run.get("kind", "measure"),  # records from before kinds were all measuring
             "wall_s": float(run["wall_s"]),
             "worker_wall_s": [float(w["wall_s"]) for w in run["workers"]],
             "gpus": {w["cuda_visible_devices"] for w in run["workers"]},
             "tasks": [t for w in run["workers"] for t in w["tasks"]],
+            "in_process": any(w.get("index", 0) is None for w in run["workers"]),
+            "notebooks": {n["stem"]: float(n["wall_s"]) for n in run.get("notebooks", [])},
+            "gpu_count": int(run.get("gpus", 0)),
+            "device_name": run.get("device_name"),
+            "cells_measured": int(run.get("cells_measured", 0)),
         }
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(
@@ -467,9 +473,8 @@ def _read_run(path: Path) -> dict:
         ) from err
 
 
-def worker_runs(reports_dir: str | Path, profile: str) -> list[dict]:
-    """A profile's worker runs (``results/runs``), oldest first: each one's wall time, its
-    workers' wall times, GPUs and tasks.
+def run_records(reports_dir: str | Path, profile: str) -> list[dict]:
+    """A profile's run records (``results/runs``), oldest first.
 
     Raises:
         ValueError: a run record is damaged (the message names it and the fix).
@@ -479,10 +484,25 @@ def worker_runs(reports_dir: str | Path, profile: str) -> list[dict]:
     return [r for r in runs if r["profile"] in (profile, None)]  # not "floor-packed" for "floor"
 
 
+def worker_runs(reports_dir: str | Path, profile: str) -> list[dict]:
+    """A profile's measuring runs spread over worker processes, oldest first: each one's wall
+    time, its workers' wall times, GPUs and tasks."""
+    return [
+        r
+        for r in run_records(reports_dir, profile)
+        if r["kind"] == "measure" and not r["in_process"]
+    ]
+
+
 def gpu_time_markdown(reports_dir: str | Path, profile: str) -> str:
-    """The wall time of a profile's worker runs and the GPU time they took: the sum of their
-    workers' wall times. Empty where no run used workers."""
-    runs = worker_runs(reports_dir, profile)
+    """The GPU time a profile's records took: whole runs of its notebooks that measured or
+    fine-tuned (their wall time per notebook, on how many GPUs), else the wall time of its
+    worker runs and the sum of their workers' wall times. Empty where no run is recorded."""
+    records = run_records(reports_dir, profile)
+    whole = [r for r in records if r["kind"] == "reproduce" and r["cells_measured"]]
+    if whole:
+        return _reproduce_sentence(whole)
+    runs = [r for r in records if r["kind"] == "measure" and not r["in_process"]]
     if not runs:
         return ""
     wall_s = sum(r["wall_s"] for r in runs)
@@ -495,6 +515,23 @@ def gpu_time_markdown(reports_dir: str | Path, profile: str) -> str:
         f"{'s' if len(gpus) > 1 else ''}: {parts}. The workers' wall times add up to "
         f"{gpu_s:.0f} s ({gpu_s / 60:.1f} GPU-minutes): about what one GPU would take for the "
         f"same cells, each worker's start included."
+    )
+
+
+def _reproduce_sentence(runs: list[dict]) -> str:
+    wall_s = sum(r["wall_s"] for r in runs)
+    gpu_count = max(r["gpu_count"] for r in runs)
+    names = sorted({r["device_name"] for r in runs if r["device_name"]})
+    notebooks: dict[str, float] = {}
+    for r in runs:
+        for stem, s in r["notebooks"].items():
+            notebooks[stem] = notebooks.get(stem, 0.0) + s
+    steps = ", ".join(f"{stem} {s:.0f} s" for stem, s in notebooks.items())
+    times = f"in {len(runs)} runs" if len(runs) > 1 else "in one run"
+    return (
+        f"The whole study, `effbert run` from no records {times}, took {wall_s:.0f} s of "
+        f"wall time ({wall_s / 60:.1f} min) on {gpu_count} × {', '.join(names)} "
+        f"({gpu_count * wall_s / 60:.1f} GPU-minutes held): {steps}."
     )
 
 

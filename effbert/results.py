@@ -62,7 +62,8 @@ IDENTITY_COLUMNS = [
     "trial",
     "status",
 ]
-# how a cell ran: its technique's axes, padding left, preparation time and peak memory
+# how a cell ran: its technique's axes, padding left, time outside the windows (preparing,
+# compiling included; warming up; latency, kernel and metric passes) and peak memory
 CELL_FACTS = [
     "precision",
     "attention",
@@ -70,6 +71,8 @@ CELL_FACTS = [
     "shortcut",
     "pad_tokens",
     "prepare_s",
+    "warmup_s",
+    "finish_s",
     "peak_memory_mb",
 ]
 CELL_COLUMNS = [
@@ -296,6 +299,8 @@ def trial_rows(cells: list[dict[str, Any]]) -> pd.DataFrame:
             "cpu_energy_reason": cell.get("cpu_energy_reason"),
             **cell.get("axes", {}),
             "prepare_s": cell.get("prepare_s"),
+            "warmup_s": cell.get("warmup_s"),
+            "finish_s": cell.get("finish_s"),
             "peak_memory_mb": cell.get("peak_memory_mb"),
             "pad_tokens": cell.get("pad_tokens"),
             "fallback": cell.get("fallback"),

@@ -175,6 +175,8 @@ def run_profile(
         "reports_dir": cfg.project_relative(out["root"]),
         "force": force,
     }
+    started, since = time.perf_counter(), time.time()
+    walls: dict[str, float] = {}
     for number, (path, run) in enumerate(zip(paths, runs, strict=True), start=1):
         if path not in selected:
             continue
@@ -185,13 +187,43 @@ def run_profile(
         except KeyboardInterrupt:
             run.status, run.message = "interrupted", "stopped by Ctrl-C"
             print(f"[{number}/{len(paths)}] {path.stem}: interrupted")
+            walls[path.stem] = time.perf_counter() - start
+            if not analysis_only(only):
+                _record_run(params, out, runs, walls, time.perf_counter() - started, since)
             report.write_index(out["root"], runs, params.profile, params.baseline_technique)
             raise RunInterrupted(_resume_hint(params, out, profile_name)) from None
-        elapsed_s = time.perf_counter() - start
+        walls[path.stem] = elapsed_s = time.perf_counter() - start
         print(f"[{number}/{len(paths)}] {path.stem}: {run.status} ({elapsed_s:.0f} s)", flush=True)
+    if not analysis_only(only):  # analysis alone reads records: no GPU time to account for
+        _record_run(params, out, runs, walls, time.perf_counter() - started, since)
     report.write_index(out["root"], runs, params.profile, params.baseline_technique)
     print(report.closing_summary(out["root"], runs, params.profile, params.baseline_technique))
     return runs
+
+
+def _record_run(params, out, runs, walls: dict[str, float], wall_s: float, since: float) -> None:
+    """The run's record (``workers.write_run``, kind ``reproduce``): the GPUs it had, each
+    notebook's wall time and how many cells it measured, for the GPU time a study takes."""
+    from effbert import workers
+
+    gpus = workers.visible_gpus() if params.device in ("auto", "cuda") else []
+    if gpus:
+        import torch
+
+        device_name = torch.cuda.get_device_name(0)
+    else:
+        device_name = "cpu"
+    cells = out["cells"] / params.profile
+    measured = [p for p in cells.glob("*.json") if p.stat().st_mtime >= since]
+    notebooks = [
+        {"stem": r.stem, "status": r.status, "wall_s": round(walls[r.stem], 1)}
+        for r in runs
+        if r.stem in walls
+    ]
+    extra = {"gpus": len(gpus), "device_name": device_name, "cells_measured": len(measured)}
+    workers.write_run(
+        out["results"], params.profile, "reproduce", wall_s, [], notebooks=notebooks, **extra
+    )
 
 
 def _resume_hint(params: prm.Params, out: dict[str, Path], profile_name: str) -> str:

@@ -81,27 +81,74 @@ def worker_slots(params) -> list[str]:
 
 
 CELL_COST_S = 10.0  # a cell's prepare, warmup and windows, whatever its rows
-COMPILED_COST_S = 60.0  # what torch.compile or graph capture adds to a cell
+COMPILED_COST_S = 60.0  # what torch.compile or graph capture adds to a worker's first such cell
+COMPILED_WARM_S = 10.0  # ... and to its later cells of that technique (the compile cache hits)
 ROWS_PER_S = 2000.0  # a cell's accuracy and kernel passes over its rows
 
 
-def cell_cost_s(cell, rows: int) -> float:
-    """A rough guess of a cell's time on a GPU, to balance workers: fixed costs dominate."""
+def cell_cost_s(cell, rows: int, compiled_before: bool = False) -> float:
+    """A rough guess of a cell's time on a GPU, to balance workers: fixed costs dominate, and a
+    technique compiled before in the same worker mostly reads the compile cache."""
     compiled = cell.technique.execution in ("compile", "compile_max", "graphs")
-    return CELL_COST_S + COMPILED_COST_S * compiled + rows / ROWS_PER_S
+    compile_s = (COMPILED_WARM_S if compiled_before else COMPILED_COST_S) * compiled
+    return CELL_COST_S + compile_s + rows / ROWS_PER_S
 
 
-def assign(cells, n_workers: int, rows_of) -> list[list[str]]:
-    """Whole tasks to workers, the costliest first to the least loaded (``cell_cost_s``)."""
-    cost: dict[str, float] = {}
+def assign(cells, n_workers: int, rows_of, max_tries: int = 50_000) -> list[list[str]]:
+    """Whole tasks to workers so that the last worker finishes soonest (then: least GPU time,
+    loads most even), by ``cell_cost_s``: a technique a worker has compiled already costs it
+    less. Every assignment is tried where there are few (``max_tries``); else the costliest
+    task first goes to the worker it finishes earliest on."""
+    import itertools
+
+    by_task: dict[str, list] = {}
     for cell in cells:
-        cost[cell.task.name] = cost.get(cell.task.name, 0.0) + cell_cost_s(cell, rows_of(cell.task))
+        by_task.setdefault(cell.task.name, []).append(cell)
+
+    def cost(task: str, compiled: set) -> float:
+        return sum(
+            cell_cost_s(c, rows_of(c.task), c.technique.name in compiled) for c in by_task[task]
+        )
+
+    tasks = sorted(by_task, key=lambda t: -cost(t, set()))
+
+    def loads(choice) -> list[float]:
+        load = [0.0] * n_workers
+        compiled: list[set] = [set() for _ in range(n_workers)]
+        for task, i in zip(tasks, choice, strict=True):
+            load[i] += cost(task, compiled[i])
+            compiled[i] |= {c.technique.name for c in by_task[task]}
+        return load
+
+    if n_workers ** max(len(tasks) - 1, 0) <= max_tries:
+        choices = (
+            (0, *rest) for rest in itertools.product(range(n_workers), repeat=len(tasks) - 1)
+        )
+
+        def rank(choice) -> tuple:
+            load = loads(choice)
+            return max(load), sum(load), sum(x * x for x in load)
+
+        best = min(choices, key=rank)
+    else:
+        best = []
+        for _ in tasks:
+            ends = [loads([*best, i])[i] for i in range(n_workers)]
+            best.append(ends.index(min(ends)))
+    groups: list[list[str]] = [[] for _ in range(n_workers)]
+    for task, i in zip(tasks, best, strict=True):
+        groups[i].append(task)
+    return groups
+
+
+def balance(costs: dict[str, float], n_workers: int) -> list[list[str]]:
+    """Tasks to workers by cost, the costliest first to the least loaded."""
     groups: list[list[str]] = [[] for _ in range(n_workers)]
     load = [0.0] * n_workers
-    for task in sorted(cost, key=lambda t: -cost[t]):
+    for task in sorted(costs, key=lambda t: -costs[t]):
         i = load.index(min(load))
         groups[i].append(task)
-        load[i] += cost[task]
+        load[i] += costs[task]
     return groups
 
 
@@ -119,19 +166,103 @@ def run(study, techniques, combinations: bool, cells, slots: list[str]) -> pd.Da
         return results.trial_rows([results.find_cell(cells_dir, c.config) for c in cells])
     groups = assign(pending, len(slots), lambda task: _rows_or_one(study, task))
     values = dataclasses.asdict(params)
-    logs = study.paths["logs"]
+
+    def spec(tasks: list[str]) -> dict:
+        combos = [
+            {**c, "tasks": [t for t in c.get("tasks", tasks) if t in tasks]}
+            for c in values["combinations"]
+        ]
+        return {
+            "stage": "measure",
+            "params": {**values, "tasks": tasks, "combinations": [c for c in combos if c["tasks"]]},
+            "reports_dir": str(study.paths["root"]),
+            "force": study.force,
+            "techniques": list(techniques),
+            "combinations": combinations,
+        }
+
+    paths = [results.cell_path(cells_dir, c.config) for c in cells]
+    kept = set()
+    if not study.force:
+        kept = {
+            p
+            for p in paths
+            if (results.read_cell(p) if p.exists() else {}).get("status") in ("ok", "skipped")
+        }
+    workers = spawn(study.paths, params.profile, "measure", slots, groups, spec, paths, kept)
+    _write_tables_and_raise(study, workers, cells)
+    return results.trial_rows(
+        [r for r in (results.find_cell(cells_dir, c.config) for c in cells) if r is not None]
+    )
+
+
+def spawn(paths, profile: str, kind: str, slots, groups, spec_for, watched, kept=()) -> list:
+    """Run one worker per non-empty group (``spec_for(tasks)`` tells it what to do), show
+    progress as ``watched`` files appear, and record the run (``write_run``). Returns the
+    workers, exited; Ctrl-C or SIGTERM stops them all first."""
+    logs = paths["logs"]
     logs.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    workers = []
+    workers: list[dict] = []
     try:
         with _terminate_as_interrupt():
-            _start(study, techniques, combinations, slots, groups, values, logs, workers)
-            _wait(workers, cells, study.paths["cells"], study.force)
+            for index, (gpu, tasks) in enumerate(zip(slots, groups, strict=True)):
+                if tasks:
+                    workers.append(
+                        _start(index, gpu, tasks, spec_for(tasks), logs, f"{profile}-{kind}")
+                    )
+            _wait(workers, watched, set(kept), "cells" if kind == "measure" else "tasks")
     except BaseException:
         _stop(workers)  # Ctrl-C, kill, a kernel restart, a failed start: no worker outlives it
         raise
-    wall_s = time.perf_counter() - started
-    return _finish(study, workers, cells, wall_s)
+    entries = [
+        {
+            "index": w["index"],
+            "cuda_visible_devices": w["gpu"],
+            "tasks": w["tasks"],
+            "wall_s": w["wall_s"],
+            "exit": w["process"].returncode,
+        }
+        for w in workers
+    ]
+    write_run(paths["results"], profile, kind, time.perf_counter() - started, entries)
+    return workers
+
+
+def write_run(
+    results_dir: Path, profile: str, kind: str, wall_s: float, workers: list, **facts
+) -> Path:
+    """``results/runs/<profile>-<time>.json``: a run's wall time and, per worker (one entry
+    for a run in this process), its GPU (``CUDA_VISIBLE_DEVICES``), tasks and wall time.
+    ``kind``: ``measure``, ``finetune`` or ``reproduce`` (a whole ``effbert run``, whose
+    ``facts`` give its GPUs and notebooks)."""
+    now = datetime.now(timezone.utc)
+    record = {
+        "profile": profile,
+        "kind": kind,
+        "finished_at": now.isoformat(timespec="seconds"),
+        "wall_s": round(wall_s, 1),
+        "workers": [{**w, "wall_s": round(w["wall_s"], 1)} for w in workers],
+        **facts,
+    }
+    path = Path(results_dir) / "runs" / f"{profile}-{now:%Y%m%dT%H%M%S%f}.json"
+    results.write_json_atomic(path, record)
+    return path
+
+
+def record_here(results_dir: Path, profile: str, kind: str, tasks, wall_s: float) -> None:
+    """A run record for work done in this process; none inside a worker, whose run its
+    parent records."""
+    if os.environ.get(WORKER_ENV) is not None:
+        return
+    entry = {
+        "index": None,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        "tasks": list(dict.fromkeys(tasks)),
+        "wall_s": wall_s,
+        "exit": 0,
+    }
+    write_run(results_dir, profile, kind, wall_s, [entry])
 
 
 @contextlib.contextmanager
@@ -152,73 +283,54 @@ def _terminate_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _start(study, techniques, combinations, slots, groups, values, logs, workers) -> None:
-    params = study.params
-    for index, (gpu, tasks) in enumerate(zip(slots, groups, strict=True)):
-        if not tasks:
-            continue
-        combos = [
-            {**c, "tasks": [t for t in c.get("tasks", tasks) if t in tasks]}
-            for c in values["combinations"]
-        ]
-        spec = {
-            "params": {
-                **values,
-                "tasks": tasks,
-                "combinations": [c for c in combos if c["tasks"]],
-            },
-            "reports_dir": str(study.paths["root"]),
-            "force": study.force,
-            "techniques": list(techniques),
-            "combinations": combinations,
-        }
-        env = {
-            **os.environ,
-            WORKER_ENV: str(index),
-            "CUDA_VISIBLE_DEVICES": gpu,
-            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-        }
-        log_path = logs / f"{params.profile}-worker{index}.log"
-        spec_path = logs / f"{params.profile}-worker{index}.json"
-        spec_path.write_text(json.dumps(spec))
-        with open(log_path, "a") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "effbert.workers", str(spec_path)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches the parent, which stops the workers
-            )
-        workers.append(
-            {
-                "index": index,
-                "gpu": gpu,
-                "tasks": tasks,
-                "log": log_path,
-                "process": process,
-                "start": time.perf_counter(),
-            }
+def _start(index: int, gpu: str, tasks: list[str], spec: dict, logs: Path, name: str) -> dict:
+    env = {
+        **os.environ,
+        WORKER_ENV: str(index),
+        "CUDA_VISIBLE_DEVICES": gpu,
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+    }
+    log_path = logs / f"{name}-worker{index}.log"
+    spec_path = logs / f"{name}-worker{index}.json"
+    spec_path.write_text(json.dumps(spec))
+    with open(log_path, "a") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "effbert.workers", str(spec_path)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the parent, which stops the workers
         )
-        print(f"worker {index} (GPU {gpu or 'none'}): {', '.join(tasks)}")
+    print(f"worker {index} (GPU {gpu or 'none'}): {', '.join(tasks)}")
+    return {
+        "index": index,
+        "gpu": gpu,
+        "tasks": tasks,
+        "log": log_path,
+        "process": process,
+        "start": time.perf_counter(),
+    }
 
 
-def _finish(study, workers, cells, wall_s: float) -> pd.DataFrame:
-    _write_run(study, workers, wall_s)
-    failed = [w for w in workers if w["process"].returncode != 0]
-    records = [results.find_cell(study.paths["cells"], c.config) for c in cells]
+def failures(workers: list) -> str:
+    """What went wrong in the workers that failed ("" where none did)."""
+    return "; ".join(
+        f"worker {w['index']} (GPU {w['gpu'] or 'none'}, tasks {', '.join(w['tasks'])}) exited "
+        f"{w['process'].returncode}: see {w['log']}"
+        for w in workers
+        if w["process"].returncode != 0
+    )
+
+
+def _write_tables_and_raise(study, workers, cells) -> None:
     results.write_tables(study.paths["results"], study.paths["cells"])
+    failed = failures(workers)
     if failed:
+        done = sum(results.find_cell(study.paths["cells"], c.config) is not None for c in cells)
         raise WorkerError(
-            "; ".join(
-                f"worker {w['index']} (GPU {w['gpu'] or 'none'}, tasks {', '.join(w['tasks'])}) "
-                f"exited "
-                f"{w['process'].returncode}: see {w['log']}"
-                for w in failed
-            )
-            + f". The cells it finished are kept ({sum(r is not None for r in records)} of "
-            f"{len(cells)} recorded); run again to measure the rest"
+            f"{failed}. The cells it finished are kept ({done} of {len(cells)} recorded); run "
+            "again to measure the rest"
         )
-    return results.trial_rows([r for r in records if r is not None])
 
 
 def _rows_or_one(study, task) -> int:
@@ -228,26 +340,18 @@ def _rows_or_one(study, task) -> int:
         return 1  # a task that will be skipped costs little
 
 
-def _wait(workers, cells, cells_dir: Path, force: bool, every_s: float = 1.0) -> None:
-    """Poll the workers, counting the cells whose record appeared (or was rewritten)."""
+def _wait(workers, watched: list[Path], kept: set, unit: str, every_s: float = 1.0) -> None:
+    """Poll the workers, counting the ``watched`` files that appeared (or were rewritten)."""
     from tqdm.auto import tqdm
 
-    progress = tqdm(total=len(cells), desc="cells", unit="cell", file=sys.stdout)
-    paths = [results.cell_path(cells_dir, c.config) for c in cells]
-    kept = set()
-    if not force:
-        kept = {
-            p
-            for p in paths
-            if (results.read_cell(p) if p.exists() else {}).get("status") in ("ok", "skipped")
-        }
+    progress = tqdm(total=len(watched), desc=unit, unit=unit[:-1], file=sys.stdout)
     since = time.time()
     while True:
         running = [w for w in workers if w["process"].poll() is None]
         for w in workers:
             if w["process"].returncode is not None and "wall_s" not in w:
                 w["wall_s"] = time.perf_counter() - w["start"]
-        done = sum(p in kept or (p.exists() and p.stat().st_mtime >= since) for p in paths)
+        done = sum(p in kept or (p.exists() and p.stat().st_mtime >= since) for p in watched)
         if done != progress.n:  # a line per cell in logs, not one per poll
             progress.n = done
             progress.refresh()
@@ -273,37 +377,20 @@ def _stop(workers) -> None:
             w["process"].wait()
 
 
-def _write_run(study, workers, wall_s: float) -> Path:
-    now = datetime.now(timezone.utc)
-    record = {
-        "profile": study.params.profile,
-        "finished_at": now.isoformat(timespec="seconds"),
-        "wall_s": round(wall_s, 1),
-        "workers": [
-            {
-                "index": w["index"],
-                "cuda_visible_devices": w["gpu"],
-                "tasks": w["tasks"],
-                "wall_s": round(w.get("wall_s", wall_s), 1),
-                "exit": w["process"].returncode,
-            }
-            for w in workers
-        ],
-    }
-    path = study.paths["results"] / "runs" / f"{study.params.profile}-{now:%Y%m%dT%H%M%S}.json"
-    results.write_json_atomic(path, record)
-    return path
-
-
 def main(argv: list[str]) -> int:
     """A worker: measure the spec's tasks in this process."""
     from effbert import bench, params
 
     spec = json.loads(Path(argv[0]).read_text())
     settings = params.validate(spec["params"], inputs=False)
-    study = bench.Study(settings, spec["reports_dir"], spec["force"])
     try:
-        study.run(spec["techniques"], spec["combinations"])
+        if spec.get("stage") == "finetune":
+            from effbert import finetune
+
+            finetune.Plan(settings, spec["reports_dir"]).train()
+        else:
+            study = bench.Study(settings, spec["reports_dir"], spec["force"])
+            study.run(spec["techniques"], spec["combinations"])
     except KeyboardInterrupt:
         return 130
     return 0

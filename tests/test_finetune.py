@@ -122,6 +122,33 @@ def test_plan_fine_tunes_each_model_task_once(tmp_path, base_model):
     assert reports["dev_metric"].notna().all()
 
 
+def test_with_two_workers_each_checkpoint_is_trained_once_by_one_of_them(tmp_path, base_model):
+    p = plan(
+        tmp_path,
+        tasks=["sst2", "rte", "mnli_m", "mnli_mm"],
+        base_model=str(base_model),
+        checkpoints_dir=str(tmp_path / "ckpt"),
+        max_samples=12,
+        finetune_max_train_samples=16,
+        finetune={"default": {"epochs": 1, "batch_size": 8}},
+        device="cpu",
+        energy="none",
+        workers=2,
+    )
+    reports = p.run()
+    p.check(reports)
+    assert reports["reused"].all(), "the workers trained every checkpoint before scoring"
+    assert reports["dev_metric"].notna().all()
+    (run,) = (tmp_path / "reports" / "results" / "runs").glob("*.json")
+    record = json.loads(run.read_text())
+    assert record["kind"] == "finetune" and len(record["workers"]) == 2
+    trained = sorted(t for w in record["workers"] for t in w["tasks"])
+    assert trained == ["mnli_m", "rte", "sst2"]  # mnli_mm shares mnli_m's checkpoint
+    assert all(w["exit"] == 0 for w in record["workers"])
+    again = p.run()
+    assert again["reused"].all() and len(list(run.parent.glob("*.json"))) == 1
+
+
 def test_the_scores_table_has_a_column_per_dev_metric():
     reports = pd.DataFrame(
         [
