@@ -37,13 +37,51 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Window:
-    """One measured trial: how many full passes ran and what the meter read."""
+    """One measured trial: how many units (passes, or batches of a ``BatchCycle``) ran, what
+    the meter read and, for batches, the samples and tokens they held."""
 
     passes: int
     time_s: float
     energy_j: float
     cpu_energy_j: float = math.nan
     cpu_time_s: float = math.nan
+    n_samples: float = math.nan
+    n_tokens: float = math.nan
+
+
+class BatchCycle:
+    """The task's batches of the configured size, run one per call in a cycle: the unit a
+    window repeats when they share one shape (padding ``max_length``), so that a window lasts
+    ``min_window_s`` and not a whole pass more. The last, smaller batch is left out; the
+    metric still covers every row."""
+
+    def __init__(self, forward, inputs: list[dict], batches, batch_size: int) -> None:
+        full = [(i, b.n_tokens) for i, b in zip(inputs, batches, strict=True)]
+        full = [f for f, b in zip(full, batches, strict=True) if b.n_samples == batch_size]
+        self.forward, self.batch_size = forward, batch_size
+        self.inputs = [i for i, _ in full]
+        self.tokens = [t for _, t in full]
+        self.position = self.samples = self.tokens_run = 0
+
+    @classmethod
+    def of(cls, forward, inputs, batches, batch_size: int, padding: str) -> BatchCycle | None:
+        """A cycle where the batches share one shape; else None (windows run whole passes)."""
+        shapes = {tuple(b.input_ids.shape) for b in batches if b.n_samples == batch_size}
+        if padding != "max_length" or len(shapes) != 1:
+            return None
+        return cls(forward, inputs, batches, batch_size)
+
+    def __call__(self) -> None:
+        self.forward(self.inputs[self.position])
+        self.samples += self.batch_size
+        self.tokens_run += self.tokens[self.position]
+        self.position = (self.position + 1) % len(self.inputs)
+
+    def take(self) -> tuple[int, int]:
+        """Samples and tokens run since the last call."""
+        counts = (self.samples, self.tokens_run)
+        self.samples = self.tokens_run = 0
+        return counts
 
 
 @dataclass(frozen=True)
@@ -97,13 +135,18 @@ def warm_up(run_pass: Callable[[], None], settings: MeasureSettings, clock=time.
 
 
 def measure_window(
-    run_pass: Callable[[], None], meter: energy.Meter, settings: MeasureSettings, clock
+    run_pass: Callable[[], None],
+    meter: energy.Meter,
+    settings: MeasureSettings,
+    clock,
+    cycle: BatchCycle | None = None,
 ) -> Window:
-    """One window of whole passes; one that reads 0 J is measured again, twice as long."""
+    """One window of whole passes (of whole batches with ``cycle``, which is then the unit);
+    one that reads 0 J is measured again, twice as long."""
     window_s = settings.min_window_s
     for attempt in range(settings.max_retries + 1):
         try:
-            return _window(run_pass, meter, window_s, clock)
+            return _window(cycle or run_pass, meter, window_s, clock, cycle)
         except energy.EnergyError:
             if attempt == settings.max_retries:
                 raise
@@ -111,14 +154,17 @@ def measure_window(
     raise AssertionError("unreachable")
 
 
-def _window(run_pass, meter: energy.Meter, window_s: float, clock) -> Window:
+def _window(run_unit, meter: energy.Meter, window_s: float, clock, cycle=None) -> Window:
+    if cycle is not None:
+        cycle.take()
     meter.begin()
-    start, passes = clock(), 0
-    while passes == 0 or clock() - start < window_s:
-        run_pass()
-        passes += 1
+    start, units = clock(), 0
+    while units == 0 or clock() - start < window_s:
+        run_unit()
+        units += 1
     r = meter.end()
-    return Window(passes, r.time_s, r.energy_j, r.cpu_energy_j, r.cpu_time_s)
+    n_samples, n_tokens = cycle.take() if cycle is not None else (math.nan, math.nan)
+    return Window(units, r.time_s, r.energy_j, r.cpu_energy_j, r.cpu_time_s, n_samples, n_tokens)
 
 
 def trial_records(
@@ -131,11 +177,19 @@ def trial_records(
     """Per-trial figures: totals over the window divided by what it processed."""
     records = []
     for trial, w in enumerate(windows):
-        n_samples, n_tokens = w.passes * samples_per_pass, w.passes * tokens_per_pass
+        if math.isnan(w.n_samples):
+            n_samples, n_tokens, passes = (
+                w.passes * samples_per_pass,
+                w.passes * tokens_per_pass,
+                w.passes,
+            )
+        else:  # whole batches of a BatchCycle: passes as a fraction of the dev set
+            n_samples, n_tokens = w.n_samples, w.n_tokens
+            passes = round(n_samples / samples_per_pass, 4)
         records.append(
             {
                 "trial": trial,
-                "passes": w.passes,
+                "passes": passes,
                 "n_samples": n_samples,
                 "n_tokens": n_tokens,
                 "time_s": w.time_s,
@@ -688,6 +742,12 @@ class CellRun:
             self.run_pass()
             energy.synchronize(device)
         self.prepare_s = time.perf_counter() - start
+        model_scope = params.scope != "end_to_end" and cell.technique.execution != "pipeline"
+        self.cycle = (
+            BatchCycle.of(self.forward, self.inputs, self.batches, cell.batch_size, cell.padding)
+            if model_scope
+            else None
+        )
         self.peak_memory_mb = (
             (torch.cuda.max_memory_allocated(device) - held_bytes) / 2**20 if cuda else None
         )
@@ -703,7 +763,7 @@ class CellRun:
     def warm_up(self) -> None:
         start = time.perf_counter()
         with self.prepared.context():
-            warm_up(self.run_pass, self.settings)
+            warm_up(self.cycle or self.run_pass, self.settings)
         energy.synchronize(self.device)
         self.warmup_s = time.perf_counter() - start
 
@@ -711,7 +771,9 @@ class CellRun:
         """One measured window; ``position`` is its place in the task's order of windows."""
         facts = {"order": position, **environment.gpu_state(self.device)}
         with self.prepared.context():
-            window = measure_window(self.run_pass, self.meter, self.settings, time.perf_counter)
+            window = measure_window(
+                self.run_pass, self.meter, self.settings, time.perf_counter, self.cycle
+            )
         self.windows.append(window)
         self.window_facts.append(facts)
 

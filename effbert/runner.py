@@ -214,7 +214,8 @@ def _record_run(params, out, runs, walls: dict[str, float], wall_s: float, since
     else:
         device_name = "cpu"
     cells = out["cells"] / params.profile
-    measured = [p for p in cells.glob("*.json") if p.stat().st_mtime >= since]
+    changed = [p for p in cells.glob("*.json") if p.stat().st_mtime >= since]
+    measured = [p for p in changed if _status(p) in ("ok", "failed")]  # not re-saved skips
     notebooks = [
         {"stem": r.stem, "status": r.status, "wall_s": round(walls[r.stem], 1)}
         for r in runs
@@ -224,6 +225,13 @@ def _record_run(params, out, runs, walls: dict[str, float], wall_s: float, since
     workers.write_run(
         out["results"], params.profile, "reproduce", wall_s, [], notebooks=notebooks, **extra
     )
+
+
+def _status(cell_path: Path) -> str | None:
+    try:
+        return results.read_cell(cell_path).get("status")
+    except results.StoreError:
+        return None  # a damaged record: the results tables report it
 
 
 def _resume_hint(params: prm.Params, out: dict[str, Path], profile_name: str) -> str:

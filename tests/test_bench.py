@@ -31,6 +31,37 @@ def test_windows_repeat_whole_passes_until_min_window(clock):
     assert len(passes) == 4 + 3 * 7  # 4 warmup passes (>= 1 s), then the trials
 
 
+def test_a_slow_cell_with_one_batch_shape_windows_whole_batches_not_whole_passes(clock):
+    from types import SimpleNamespace
+
+    def batch(n_samples, n_tokens):
+        ids = torch.zeros(n_samples, 128)
+        return SimpleNamespace(input_ids=ids, n_samples=n_samples, n_tokens=n_tokens)
+
+    batches = [batch(16, 100 + i) for i in range(10)] + [batch(5, 40)]  # a pass takes 5.5 s
+    ran = []
+
+    def forward(inputs):
+        clock.advance(0.5)
+        ran.append(inputs)
+
+    cycle = bench.BatchCycle.of(forward, list(range(11)), batches, 16, "max_length")
+    assert bench.BatchCycle.of(forward, list(range(11)), batches, 16, "bucketed") is None
+    settings = bench.MeasureSettings(warmup_s=1.0, trials=3, min_window_s=1.0)
+    meter = fake_meter(clock, power_w=100.0)
+    bench.warm_up(cycle, settings, clock)
+    windows = [bench.measure_window(None, meter, settings, clock, cycle) for _ in range(3)]
+    assert [w.passes for w in windows] == [2, 2, 2]  # 2 batches of 0.5 s, not a 5.5-s pass
+    assert [w.n_samples for w in windows] == [32, 32, 32]
+    assert [w.n_tokens for w in windows] == [102 + 103, 104 + 105, 106 + 107]
+    assert 10 not in ran, "the smaller last batch is left out of the cycle"
+    [trial, *_] = bench.trial_records(
+        windows, 165, 1085, idle_power_w=0.0, carbon_intensity_g_per_kwh=0
+    )
+    assert trial["n_samples"] == 32 and trial["passes"] == pytest.approx(32 / 165, abs=1e-4)
+    assert trial["j_per_1k_samples"] == pytest.approx(1000 * 100.0 / 32)
+
+
 def test_zero_energy_window_is_measured_again_twice_as_long(clock):
     meter = fake_meter(clock, zero_windows=1)
     settings = bench.MeasureSettings(warmup_s=0, trials=2, min_window_s=1.0)

@@ -8,7 +8,7 @@ import papermill as pm
 import pytest
 import torch
 
-from effbert import config, models, plots, runner
+from effbert import config, models, plots, report, runner
 
 ON_GPU_ONLY = {"autocast_fp16", "fp16", "fp16_flash"}
 DRAWS = ("study.figure(", "plots.")
@@ -62,6 +62,16 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     rerun = pd.read_csv(tmp_path / "results" / "results.csv")
     assert len(rerun) == len(results)
     assert not rerun.duplicated(["cell_id", "trial"]).any()
+
+    records = report.run_records(tmp_path, "smoke")
+    whole = [r for r in records if r["kind"] == "reproduce"]
+    cells = results.drop_duplicates("cell_id")
+    assert [r["cells_measured"] for r in whole] == [cells["status"].isin(["ok", "failed"]).sum(), 0]
+    assert list(whole[0]["notebooks"]) == [r.stem for r in runs]
+    assert list(whole[1]["notebooks"]) == [r.stem for r in again if r.stem.startswith("20")]
+    measured = [r for r in records if r["kind"] == "measure"]
+    assert measured and all(r["in_process"] for r in measured)
+    assert "The whole study" in report.gpu_time_markdown(tmp_path, "smoke")
 
 
 @pytest.mark.notebooks
