@@ -742,10 +742,10 @@ class CellRun:
             self.run_pass()
             energy.synchronize(device)
         self.prepare_s = time.perf_counter() - start
-        model_scope = params.scope != "end_to_end" and cell.technique.execution != "pipeline"
+        self.model_scope = params.scope != "end_to_end" and cell.technique.execution != "pipeline"
         self.cycle = (
             BatchCycle.of(self.forward, self.inputs, self.batches, cell.batch_size, cell.padding)
-            if model_scope
+            if self.model_scope
             else None
         )
         self.peak_memory_mb = (
@@ -777,6 +777,24 @@ class CellRun:
         self.windows.append(window)
         self.window_facts.append(facts)
 
+    def kernel_record(self) -> dict:
+        """``kernel_record`` over at most ``KERNEL_BATCHES`` batches spread over the pass (a
+        pass of a slow cell holds ~10^5 kernels, which the profiler takes minutes to list),
+        its busy time scaled to the whole pass; end-to-end cells profile a whole pass."""
+        if not self.model_scope:
+            return kernel_record(self.run_pass, self.cell.technique, self.device)
+        n, k = len(self.inputs), min(len(self.inputs), KERNEL_BATCHES)
+        picked = [i * n // k for i in range(k)]
+        share = sum(self.batches[i].n_samples for i in picked) / sum(
+            b.n_samples for b in self.batches
+        )
+
+        def run_part() -> None:
+            for i in picked:
+                self.forward(self.inputs[i])
+
+        return kernel_record(run_part, self.cell.technique, self.device, share)
+
     def predictions(self) -> tuple[np.ndarray, str]:
         """Logits in GLUE order for every row, outside the windows: from effbert's end-to-end
         path itself (raw text in) where the cell is one, else from the forward pass."""
@@ -801,7 +819,7 @@ class CellRun:
         with self.prepared.context():
             latency = latency_ms(self.forward, self.inputs, device, params.latency_batches)
             check = params.kernel_check and device.type == "cuda"
-            kernels = kernel_record(self.run_pass, cell.technique, device) if check else {}
+            kernels = self.kernel_record() if check else {}
         logits, metric_source = self.predictions()
         scores, backend = metrics.compute(
             cell.task, logits, self.rows["label"].to_numpy(), params.metrics_backend
@@ -1099,9 +1117,15 @@ KERNEL_SIGNS = {
 }
 
 
-def kernel_record(run_pass: Callable[[], None], technique: models.Technique, device) -> dict:
+KERNEL_BATCHES = 16  # batches a cell's kernel record profiles at most
+
+
+def kernel_record(
+    run_pass: Callable[[], None], technique: models.Technique, device, share: float = 1.0
+) -> dict:
     """The CUDA kernels of one pass (torch.profiler, outside the energy windows): the top ones
-    by GPU time, and whether the technique's own kernels ran (else a recorded fallback)."""
+    by GPU time, and whether the technique's own kernels ran (else a recorded fallback).
+    ``share``: the part of a pass that ``run_pass`` runs; ``busy_ms`` is scaled to a pass."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -1127,7 +1151,8 @@ def kernel_record(run_pass: Callable[[], None], technique: models.Technique, dev
     return {
         "top": [{"name": n[:120], "share": round(t / total, 4)} for n, t in top[:12]],
         "idle_gap_share": idle_gap_share(spans),
-        "busy_ms": round(busy_time(spans) / 1e3, 4),  # profiler times are in microseconds
+        "busy_ms": round(busy_time(spans) / 1e3 / share, 4),  # profiler times are in µs
+        "profiled_share": round(share, 4),
         "expected": expected,
         "found": {e: e not in missing for e in expected},
         "fallback": f"no {', '.join(missing)} kernel ran" if missing else None,

@@ -357,7 +357,8 @@ class Plan:
         def spec(tasks: list[str]) -> dict:
             return {
                 "stage": "finetune",
-                "params": {**values, "tasks": tasks},
+                # a worker checks its share as a profile: combinations may name other tasks
+                "params": {**values, "tasks": tasks, "combinations": []},
                 "reports_dir": str(self.paths["root"]),
             }
 

@@ -325,3 +325,26 @@ def test_the_notebook_summary_leaves_out_what_was_not_measured(tmp_path):
     assert len(shown) == 1 and {"task", "technique", "metric_value"} <= set(shown.columns)
     assert not shown.isna().all().any(), "a column with nothing in it"
     assert "cpu_j_per_1k_samples_mean" not in shown  # model scope: no CPU energy
+
+
+def test_a_kernel_record_profiles_16_batches_spread_over_the_pass(tmp_path, monkeypatch):
+    p = params.load(
+        "smoke", energy="none", tasks=["sst2"], max_samples=200, batch_sizes=[4], trials=2
+    )
+    study = bench.Study(p, str(tmp_path))
+    (cell,) = study.plan(["fp32"])
+    run = bench.CellRun(cell, study.rows(cell.task), p, study.meter, study.label_map_for(cell.task))
+    ran, profiled = [], {}
+    run.forward = ran.append
+
+    def fake_record(run_part, technique, device, share=1.0):
+        run_part()
+        profiled["share"] = share
+        return {}
+
+    monkeypatch.setattr(bench, "kernel_record", fake_record)
+    run.kernel_record()
+    assert len(run.inputs) == 50 and len(ran) == bench.KERNEL_BATCHES
+    positions = [next(i for i, x in enumerate(run.inputs) if x is b) for b in ran]
+    assert positions == [i * 50 // 16 for i in range(16)]
+    assert profiled["share"] == pytest.approx(16 * 4 / 200)

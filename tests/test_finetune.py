@@ -134,6 +134,7 @@ def test_with_two_workers_each_checkpoint_is_trained_once_by_one_of_them(tmp_pat
         device="cpu",
         energy="none",
         workers=2,
+        combinations=[{"technique": "fp32", "batch_size": 8, "tasks": ["sst2", "rte"]}],
     )
     reports = p.run()
     p.check(reports)
