@@ -7,6 +7,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from effbert import config as cfg
@@ -532,6 +533,115 @@ def _reproduce_sentence(runs: list[dict]) -> str:
         f"The whole study, `effbert run` from no records {times}, took {wall_s:.0f} s of "
         f"wall time ({wall_s / 60:.1f} min) on {gpu_count} × {', '.join(names)} "
         f"({gpu_count * wall_s / 60:.1f} GPU-minutes held): {steps}."
+    )
+
+
+def time_split(reports_dir: str | Path, profile: str) -> pd.DataFrame:
+    """Where a whole run's wall time went (``effbert run`` from no records, its run record):
+    fine-tuning, then per phase of a cell summed over cells (preparing, compiling included;
+    warming up; the energy windows; latency, kernel and metric passes after them), and the
+    rest (notebook kernels starting, loading, idle power, HTML). Empty without such a run or
+    where cells lack phase times (recorded before they were kept)."""
+    records = run_records(reports_dir, profile)
+    whole = [r for r in records if r["kind"] == "reproduce" and r["cells_measured"]]
+    trials = results.read_results(cfg.reports_paths(reports_dir)["results"], profile)
+    cells = trials[trials["status"] == "ok"].groupby("cell_id")
+    if not whole or cells.ngroups == 0 or cells["finish_s"].first().isna().any():
+        return pd.DataFrame()
+    wall_s = sum(r["wall_s"] for r in whole)
+    first = cells.first()
+    compiled = first["execution"].isin(["compile", "compile_max", "graphs"])
+    finetune_s = sum(
+        sum(r["worker_wall_s"]) for r in records if r["kind"] == "finetune" and r["in_process"]
+    )
+    parts = {
+        "fine-tuning the checkpoints": finetune_s,
+        "preparing cells: compiled techniques": first.loc[compiled, "prepare_s"].sum(),
+        "preparing cells: the others": first.loc[~compiled, "prepare_s"].sum(),
+        "warming up": first["warmup_s"].sum(),
+        "energy windows": cells["time_s"].sum().sum(),
+        "latency, kernel and metric passes": first["finish_s"].sum(),
+    }
+    parts["the rest (notebooks starting, loading, idle power, HTML)"] = wall_s - sum(parts.values())
+    table = pd.DataFrame({"part": list(parts), "time_s": list(parts.values())})
+    table["share"] = (table["time_s"] / wall_s).round(3)
+    table["time_s"] = table["time_s"].round(0).astype(int)
+    total = pd.DataFrame({"part": ["whole run"], "time_s": [round(wall_s)], "share": [1.0]})
+    return pd.concat([table, total], ignore_index=True)
+
+
+def costliest_phases(reports_dir: str | Path, profile: str, n: int = 5) -> pd.DataFrame:
+    """The cells whose preparing or after-window passes took longest (seconds)."""
+    trials = results.read_results(cfg.reports_paths(reports_dir)["results"], profile)
+    first = trials[trials["status"] == "ok"].groupby("cell_id").first()
+    rows = []
+    for phase, column in (("preparing", "prepare_s"), ("after the windows", "finish_s")):
+        for _, cell in first.nlargest(n, column).iterrows():
+            rows.append(
+                {
+                    "phase": phase,
+                    "task": cell["task"],
+                    "technique": cell["technique"],
+                    "batch_size": int(cell["batch_size"]),
+                    "time_s": round(float(cell[column]), 1),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def agreement(reports_dir: str | Path, other_dir: str | Path, profile: str) -> pd.DataFrame:
+    """Cells recorded in both runs (same ``cell_id``: same inputs): J per 1k samples in each,
+    their ratio, and whether the means differ by less than the combined 95% half-widths."""
+    measure = "j_per_1k_samples"
+    a, b = (
+        results.summarize(results.read_results(cfg.reports_paths(d)["results"], profile))
+        for d in (reports_dir, other_dir)
+    )
+    both = a.merge(b[["cell_id", f"{measure}_mean", f"{measure}_ci95"]], on="cell_id")
+    mean_a, mean_b = both[f"{measure}_mean_x"], both[f"{measure}_mean_y"]
+    allowed = np.hypot(both[f"{measure}_ci95_x"], both[f"{measure}_ci95_y"])
+    return pd.DataFrame(
+        {
+            "task": both["task"],
+            "technique": both["technique"],
+            "batch_size": both["batch_size"],
+            "ratio": (mean_a / mean_b).round(3),
+            "agrees": (mean_a - mean_b).abs() <= allowed,
+        }
+    )
+
+
+def time_markdown(reports_dir: str | Path, profile: str) -> str:
+    """A whole run's GPU time (``gpu_time_markdown``), where it went (``time_split``) and the
+    costliest cells (``costliest_phases``), printed from its records."""
+    split = time_split(reports_dir, profile)
+    if split.empty:
+        return gpu_time_markdown(reports_dir, profile)
+    return "\n\n".join(
+        [
+            gpu_time_markdown(reports_dir, profile),
+            results.markdown_table(split),
+            "The costliest cells to prepare (compiling included) and to finish (latency, "
+            "kernel and metric passes after the windows), in seconds:",
+            results.markdown_table(costliest_phases(reports_dir, profile)),
+        ]
+    )
+
+
+def agreement_markdown(reports_dir: str | Path, other_dir: str | Path, profile: str) -> str:
+    """How many cells of one run agree with the same cells of another (``agreement``)."""
+    table = agreement(reports_dir, other_dir, profile)
+    if table.empty:
+        return ""
+    off = table[~table["agrees"]]
+    listed = "; ".join(
+        f"{r.task} {r.technique} (batch {r.batch_size}) {r.ratio:.2f}×" for r in off.itertuples()
+    )
+    return (
+        f"{int(table['agrees'].sum())} of {len(table)} cells agree within their combined 95% "
+        f"intervals; energy per sample here over there ranges from {table['ratio'].min():.2f}× "
+        f"to {table['ratio'].max():.2f}× (median {table['ratio'].median():.2f}×)."
+        + (f" Outside: {listed}." if listed else "")
     )
 
 

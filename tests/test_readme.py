@@ -148,3 +148,19 @@ def test_the_worker_agreement_shown_is_the_committed_output():
 def test_the_study_record_count_quoted_is_the_committed_one():
     cells = list((config.PROJ_ROOT / "reports/study/results/cells/study").glob("*.json"))
     assert f"{len(cells)} cell records before and after" in " ".join(README.split())
+
+
+def test_the_one_gpu_study_time_and_its_agreement_are_printed_from_its_records():
+    one_gpu, study = (config.PROJ_ROOT / "reports" / name for name in ("study-1gpu", "study"))
+    timed = report.time_markdown(one_gpu, "study")
+    assert "| whole run |" in timed and "1 × NVIDIA H200" in timed
+    assert timed in README
+    agreed = report.agreement_markdown(one_gpu, study, "study")
+    assert agreed.endswith(".") and agreed in README
+    (whole,) = [r for r in report.run_records(one_gpu, "study") if r["kind"] == "reproduce"]
+    assert f"took {whole['wall_s'] / 60:.1f}\n  minutes on one H200" in README
+    trials = results.read_results(config.reports_paths(one_gpu)["results"], "study")
+    int8 = trials[(trials["technique"] == "int8+compile") & (trials["task"] == "mrpc")]
+    assert int8["prepare_s"].max() < 1.0  # "prepared in under a second"
+    split = report.time_split(one_gpu, "study").set_index("part")["share"]
+    assert split["energy windows"] == pytest.approx(0.2, abs=0.01)  # "a fifth of the run"
