@@ -1,8 +1,9 @@
-"""Measure cells of the sweep: warmup, energy windows of whole passes, metrics outside them.
+"""Measure cells of the sweep: warmup, energy windows of whole units, metrics outside them.
 
 One cell = one (task, technique, batch size, padding) configuration. After warmup, each trial
-is one meter window that repeats full passes over the task's batches until ``min_window_s`` has
-passed; the device is synchronized only at the window's ends. Latency per batch and the task
+is one meter window that repeats a unit until ``min_window_s`` has passed: a full pass over the
+task's batches, or one batch of a ``BatchCycle`` where they share one shape; the device is
+synchronized only at the window's ends. Latency per batch and the task
 metric come from separate, unmeasured passes over the same model and batches.
 
 ``Study`` plans a profile's cells and runs them; ``measure_cell`` measures one; the records are
@@ -120,7 +121,7 @@ def measure_windows(
     settings: MeasureSettings,
     clock: Callable[[], float] = time.perf_counter,
 ) -> list[Window]:
-    """Warm up, then measure ``settings.trials`` windows of whole passes."""
+    """Warm up, then measure ``settings.trials`` windows of whole ``run_pass`` calls."""
     settings.check(meter)
     warm_up(run_pass, settings, clock)
     return [measure_window(run_pass, meter, settings, clock) for _ in range(settings.trials)]

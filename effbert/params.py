@@ -145,7 +145,7 @@ class Params:
     warmup_s: float = _param(3.0, "unmeasured passes first, at least this long", minimum=0)
     trials: int = _param(5, "measured windows per cell", minimum=2)
     min_window_s: float = _param(
-        2.0, "each window repeats full passes at least this long", minimum=0.001
+        2.0, "each window repeats whole passes (or batches) at least this long", minimum=0.001
     )
     max_cv: float = _param(
         0.05, "flag cells whose trials vary more than this (coefficient of variation)", minimum=0

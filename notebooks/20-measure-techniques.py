@@ -49,8 +49,9 @@ study.settings_table()
 # %% [markdown]
 # ## Measure
 # Each cell: the model prepared and run once over every batch shape (compilation happens here,
-# unmeasured), warmup, then `trials` windows of whole passes; latency, the kernels that ran and
-# the task metric come from passes of their own, outside the windows. Cells already on disk
+# unmeasured), warmup, then `trials` windows of whole batches (whole passes where batch shapes
+# differ); latency, the kernels that ran and the task metric come from passes of their own,
+# outside the windows. Cells already on disk
 # with the same inputs are read back, not measured again.
 
 # %%
