@@ -115,7 +115,7 @@ def assign(cells, n_workers: int, rows_of, max_tries: int = 50_000) -> list[list
     def loads(choice) -> list[float]:
         load = [0.0] * n_workers
         compiled: list[set] = [set() for _ in range(n_workers)]
-        for task, i in zip(tasks, choice, strict=True):
+        for task, i in zip(tasks[: len(choice)], choice, strict=True):
             load[i] += cost(task, compiled[i])
             compiled[i] |= {c.technique.name for c in by_task[task]}
         return load

@@ -79,6 +79,8 @@ def test_a_worker_that_compiled_a_technique_takes_its_next_task_that_compiles_it
     cells += [Cell(t, "fp32") for t in ("cola", "rte", "stsb", "wnli") for _ in range(4)]
     groups = workers.assign(cells, 2, lambda task: 100)
     assert ["sst2", "mrpc"] in [[t for t in g if t in ("sst2", "mrpc")] for g in groups], groups
+    greedy = workers.assign(cells, 2, lambda task: 100, max_tries=0)  # too many to try all
+    assert sorted(t for g in greedy for t in g) == sorted(t for g in groups for t in g)
     cold = sum(workers.cell_cost_s(c, 100) for c in cells if c.task.name == "mrpc")
     warm = sum(workers.cell_cost_s(c, 100, True) for c in cells if c.task.name == "mrpc")
     assert warm < cold / 3
