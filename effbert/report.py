@@ -529,8 +529,9 @@ def _reproduce_sentence(runs: list[dict]) -> str:
             notebooks[stem] = notebooks.get(stem, 0.0) + s
     steps = ", ".join(f"{stem} {s:.0f} s" for stem, s in notebooks.items())
     times = f"in {len(runs)} runs" if len(runs) > 1 else "in one run"
+    cells = sum(r["cells_measured"] for r in runs)
     return (
-        f"The whole study, `effbert run` from no records {times}, took {wall_s:.0f} s of "
+        f"`effbert run` measured {cells} cells {times} and took {wall_s:.0f} s of "
         f"wall time ({wall_s / 60:.1f} min) on {gpu_count} × {', '.join(names)} "
         f"({gpu_count * wall_s / 60:.1f} GPU-minutes held): {steps}."
     )

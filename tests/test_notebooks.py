@@ -71,7 +71,7 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     assert list(whole[1]["notebooks"]) == [r.stem for r in again if r.stem.startswith("20")]
     measured = [r for r in records if r["kind"] == "measure"]
     assert measured and all(r["in_process"] for r in measured)
-    assert "The whole study" in report.gpu_time_markdown(tmp_path, "smoke")
+    assert "`effbert run` measured" in report.gpu_time_markdown(tmp_path, "smoke")
 
 
 @pytest.mark.notebooks
