@@ -57,8 +57,11 @@ class BatchCycle:
     metric still covers every row."""
 
     def __init__(self, forward, inputs: list[dict], batches, batch_size: int) -> None:
-        full = [(i, b.n_tokens) for i, b in zip(inputs, batches, strict=True)]
-        full = [f for f, b in zip(full, batches, strict=True) if b.n_samples == batch_size]
+        full = [
+            (i, b.n_tokens)
+            for i, b in zip(inputs, batches, strict=True)
+            if b.n_samples == batch_size
+        ]
         self.forward, self.batch_size = forward, batch_size
         self.inputs = [i for i, _ in full]
         self.tokens = [t for _, t in full]
@@ -220,10 +223,16 @@ def variation(trials: list[dict[str, float]]) -> float:
     return float(values.std(ddof=1) / values.mean()) if len(values) > 1 else math.nan
 
 
+def spread(n: int, k: int) -> list[int]:
+    """``k`` positions among ``n`` items, evenly spaced from the first (repeating where
+    ``k > n``)."""
+    return [i * n // k for i in range(k)]
+
+
 def latency_ms(forward, inputs: list[dict], device: torch.device, min_batches: int = 50):
     """Per-batch latency percentiles from device events over ``min_batches`` batches, spread
     evenly over the pass (its batches repeated where it has fewer), outside the windows."""
-    batches = [inputs[i * len(inputs) // min_batches] for i in range(min_batches)]
+    batches = [inputs[i] for i in spread(len(inputs), min_batches)]
     if device.type == "cuda":
         marks = [
             (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
@@ -465,7 +474,10 @@ class Study:
             with environment.captured(self.log_path):
                 return workers.run(self, techniques, combinations, cells, slots)
         records = []
-        pending = [c.task.name for c in cells if self.force or not self._recorded(c)]
+        cells_dir = self.paths["cells"]
+        pending = [
+            c.task.name for c in cells if self.force or not results.finished(cells_dir, c.config)
+        ]
         started = time.perf_counter()
         progress = tqdm(
             cells, desc=self.params.profile, unit="cell", mininterval=5.0, file=sys.stdout
@@ -490,10 +502,6 @@ class Study:
                 self.paths["results"], self.params.profile, "measure", pending, wall_s
             )
         return results.trial_rows(records)
-
-    def _recorded(self, cell: Cell) -> bool:
-        done = results.find_cell(self.paths["cells"], cell.config) or {}
-        return done.get("status") in ("ok", "skipped")
 
     def _run_interleaved(self, cells: list[Cell]) -> list[dict]:
         """A task's cells, prepared together, take their windows in rounds: each round every
@@ -784,8 +792,7 @@ class CellRun:
         its busy time scaled to the whole pass; end-to-end cells profile a whole pass."""
         if not self.model_scope:
             return kernel_record(self.run_pass, self.cell.technique, self.device)
-        n, k = len(self.inputs), min(len(self.inputs), KERNEL_BATCHES)
-        picked = [i * n // k for i in range(k)]
+        picked = spread(len(self.inputs), min(len(self.inputs), KERNEL_BATCHES))
         share = sum(self.batches[i].n_samples for i in picked) / sum(
             b.n_samples for b in self.batches
         )

@@ -236,6 +236,11 @@ def find_cell(cells_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     return read_cell(path) if path.exists() else None
 
 
+def finished(cells_dir: Path, config: dict[str, Any]) -> bool:
+    """Whether a cell's record is final (measured, or skipped): a re-run reads it back."""
+    return (find_cell(cells_dir, config) or {}).get("status") in ("ok", "skipped")
+
+
 def load_cells(cells_dir: Path, profile: str | None = None) -> list[dict[str, Any]]:
     """Every finished cell (of one profile, if given), oldest first; temporary files ignored.
 

@@ -177,6 +177,7 @@ def run_profile(
     }
     started, since = time.perf_counter(), time.time()
     walls: dict[str, float] = {}
+    interrupted = False
     for number, (path, run) in enumerate(zip(paths, runs, strict=True), start=1):
         if path not in selected:
             continue
@@ -186,17 +187,17 @@ def run_profile(
             run.status, run.message = _execute(path, injected, out)
         except KeyboardInterrupt:
             run.status, run.message = "interrupted", "stopped by Ctrl-C"
-            print(f"[{number}/{len(paths)}] {path.stem}: interrupted")
-            walls[path.stem] = time.perf_counter() - start
-            if not analysis_only(only):
-                _record_run(params, out, runs, walls, time.perf_counter() - started, since)
-            report.write_index(out["root"], runs, params.profile, params.baseline_technique)
-            raise RunInterrupted(_resume_hint(params, out, profile_name)) from None
+            interrupted = True
         walls[path.stem] = elapsed_s = time.perf_counter() - start
+        if interrupted:
+            print(f"[{number}/{len(paths)}] {path.stem}: interrupted")
+            break
         print(f"[{number}/{len(paths)}] {path.stem}: {run.status} ({elapsed_s:.0f} s)", flush=True)
     if not analysis_only(only):  # analysis alone reads records: no GPU time to account for
         _record_run(params, out, runs, walls, time.perf_counter() - started, since)
     report.write_index(out["root"], runs, params.profile, params.baseline_technique)
+    if interrupted:
+        raise RunInterrupted(_resume_hint(params, out, profile_name))
     print(report.closing_summary(out["root"], runs, params.profile, params.baseline_technique))
     return runs
 

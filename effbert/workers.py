@@ -156,12 +156,13 @@ def run(study, techniques, combinations: bool, cells, slots: list[str]) -> pd.Da
     """Measure ``cells`` in one worker process per slot; returns their trial rows."""
     params = study.params
     cells_dir = study.paths["cells"]
-    pending = [
-        c
-        for c in cells
-        if study.force
-        or (results.find_cell(cells_dir, c.config) or {}).get("status") not in ("ok", "skipped")
-    ]
+    paths = [results.cell_path(cells_dir, c.config) for c in cells]
+    kept = set()
+    if not study.force:
+        kept = {
+            p for c, p in zip(cells, paths, strict=True) if results.finished(cells_dir, c.config)
+        }
+    pending = [c for c, p in zip(cells, paths, strict=True) if p not in kept]
     if not pending:  # every cell is recorded: nothing to start a worker for
         return results.trial_rows([results.find_cell(cells_dir, c.config) for c in cells])
     groups = assign(pending, len(slots), lambda task: _rows_or_one(study, task))
@@ -181,14 +182,6 @@ def run(study, techniques, combinations: bool, cells, slots: list[str]) -> pd.Da
             "combinations": combinations,
         }
 
-    paths = [results.cell_path(cells_dir, c.config) for c in cells]
-    kept = set()
-    if not study.force:
-        kept = {
-            p
-            for p in paths
-            if (results.read_cell(p) if p.exists() else {}).get("status") in ("ok", "skipped")
-        }
     workers = spawn(study.paths, params.profile, "measure", slots, groups, spec, paths, kept)
     _write_tables_and_raise(study, workers, cells)
     return results.trial_rows(
