@@ -425,19 +425,8 @@ class Study:
         """The cells of ``techniques`` that the profile selects, task by task: the grid of
         techniques and batch sizes, or with ``combinations`` the profile's listed cells."""
         p = self.params
-        if combinations:
-            points = [
-                (
-                    c["technique"],
-                    c.get("batch_size", p.batch_sizes[0]),
-                    c.get("padding", p.padding),
-                    c.get("tasks", p.tasks),
-                )
-                for c in p.combinations
-            ]
-        else:
-            chosen = [t.name for t in self.techniques if t.name in techniques]
-            points = [(t, bs, p.padding, p.tasks) for t in chosen for bs in p.batch_sizes]
+        chosen = [t.name for t in self.techniques if t.name in techniques]
+        points = plan_points(p, chosen, combinations)
         cells = []
         for name in p.tasks:
             task = get_task(name)
@@ -669,6 +658,31 @@ class Study:
         return {**full, "cell_id": path.stem}
 
 
+def plan_points(params: Params, techniques: list[str], combinations: bool) -> list[tuple]:
+    """(technique, batch size, padding, tasks) of each planned point: the grid of
+    ``techniques`` and batch sizes, or with ``combinations`` the profile's listed cells."""
+    p = params
+    if combinations:
+        return [
+            (
+                c["technique"],
+                c.get("batch_size", p.batch_sizes[0]),
+                c.get("padding", p.padding),
+                c.get("tasks", p.tasks),
+            )
+            for c in p.combinations
+        ]
+    return [(t, bs, p.padding, p.tasks) for t in techniques for bs in p.batch_sizes]
+
+
+def static_rows(technique: models.Technique, batch_size: int, padding: str, scope: str):
+    """Rows of the one batch shape a compiled model is built for, where every batch has one
+    shape (padded to max_length, model scope); else None (compiled for any shape)."""
+    compiled = technique.execution in models.COMPILED_EXECUTIONS
+    one_shape = padding == "max_length" and scope == "model" and not technique.packed
+    return batch_size if compiled and one_shape else None
+
+
 def cell_config(
     params: Params,
     task: GlueTask,
@@ -711,6 +725,12 @@ def cell_config(
             else {}
         ),
         **({"order": params.order} if params.order != "sequential" else {}),
+        # compiled for one batch shape: measures other code than the compile for any shape
+        **(
+            {"compiled_shapes": "static"}
+            if static_rows(models.get_technique(technique), batch_size, padding, params.scope)
+            else {}
+        ),
     }
 
 
@@ -734,7 +754,13 @@ class CellRun:
             held_bytes = torch.cuda.memory_allocated(device)
         start = time.perf_counter()
         self.prepared = models.prepare(
-            cell.checkpoint, cell.task, cell.technique, device, label_map, params.seed
+            cell.checkpoint,
+            cell.task,
+            cell.technique,
+            device,
+            label_map,
+            params.seed,
+            static_rows(cell.technique, cell.batch_size, cell.padding, params.scope),
         )
         self.inputs = [self.prepared.inputs(b) for b in self.batches]
         self.forward = self.prepared.forward()
@@ -793,9 +819,9 @@ class CellRun:
         if not self.model_scope:
             return kernel_record(self.run_pass, self.cell.technique, self.device)
         picked = spread(len(self.inputs), min(len(self.inputs), KERNEL_BATCHES))
-        share = sum(self.batches[i].n_samples for i in picked) / sum(
-            b.n_samples for b in self.batches
-        )
+        filled = self.prepared.static_rows or 0
+        rows = [max(b.n_samples, filled) for b in self.batches]  # the rows each batch runs
+        share = sum(rows[i] for i in picked) / sum(rows)
 
         def run_part() -> None:
             for i in picked:

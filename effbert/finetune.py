@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -15,8 +16,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from effbert import bench, data, metrics, models, workers
 from effbert import config as cfg
-from effbert import data, metrics, models, workers
 from effbert.config import project_relative, resolve_path
 from effbert.environment import captured, resolve_device
 from effbert.params import ALL, FINETUNE, FinetuneSettings, Params, load
@@ -342,16 +343,17 @@ class Plan:
         return steps
 
     def _train_on_workers(self) -> None:
-        """Train the untrained tasks in one worker per visible GPU, where there are several.
+        """Train the untrained tasks in ``finetunes_per_gpu`` workers per visible GPU, where
+        that makes several workers.
 
         Raises:
             workers.WorkerError: a worker failed; the checkpoints finished are kept.
         """
-        slots = workers.worker_slots(self.params)
+        slots = workers.finetune_slots(self.params)
         steps = self._untrained_steps() if len(slots) > 1 and self.params.base_model else {}
         if len(steps) < 2:
             return
-        groups = workers.balance(steps, len(slots))
+        groups = workers.balance_slots(steps, slots)
         values = dataclasses.asdict(self.params)
 
         def spec(tasks: list[str]) -> dict:
@@ -362,15 +364,102 @@ class Plan:
                 "reports_dir": str(self.paths["root"]),
             }
 
+        # the compiles of the measurement notebooks, done meanwhile on the CPU's idle cores
+        warmups = {f"compile {w['technique']} ({w['task']})": w for w in self.compile_warmups()}
+        gpus = list(dict.fromkeys(slots))
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        threads = max(1, ((cpus or 1) - len(slots)) // max(1, len(warmups)))
+
+        def spec_or_warmup(tasks: list[str]) -> dict:
+            if tasks[0] not in warmups:
+                return spec(tasks)
+            return {
+                "stage": "compile",
+                "params": {**values, "combinations": []},
+                "reports_dir": str(self.paths["root"]),
+                "points": [warmups[tasks[0]]],
+                "compile_threads": threads,
+            }
+
+        slots = slots + [gpus[i % len(gpus)] for i in range(len(warmups))]
+        groups = groups + [[name] for name in warmups]
         watched = [self._out_dir(get_task(t)) / REPORT_FILE for t in steps]
         spawned = workers.spawn(
-            self.paths, self.params.profile, "finetune", slots, groups, spec, watched
+            self.paths, self.params.profile, "finetune", slots, groups, spec_or_warmup, watched
         )
-        failed = workers.failures(spawned)
+        trained = [w for w in spawned if w["tasks"][0] not in warmups]
+        for worker in spawned:
+            if worker not in trained and worker["process"].returncode != 0:
+                print(f"a compile warm-up failed (the notebook compiles it): see {worker['log']}")
+        failed = workers.failures(trained)
         if failed:
             raise workers.WorkerError(
                 f"{failed}. Finished checkpoints are kept; run again to train the rest"
             )
+
+    def compile_warmups(self) -> list[dict]:
+        """A point (task, technique, batch size, padding) per distinct compiled model that the
+        measurement notebooks will build: one per technique, shapes and head size."""
+        p = self.params
+        points = bench.plan_points(p, p.techniques, False) + bench.plan_points(p, [], True)
+        seen, warmups = set(), []
+        for technique, batch_size, padding, tasks in points:
+            if models.get_technique(technique).execution not in models.COMPILED_EXECUTIONS:
+                continue
+            for name in (t for t in tasks if t in p.tasks):
+                key = (technique, int(batch_size), padding, get_task(name).num_labels)
+                if key not in seen:
+                    seen.add(key)
+                    warmups.append(
+                        {
+                            "task": name,
+                            "technique": technique,
+                            "batch_size": int(batch_size),
+                            "padding": padding,
+                        }
+                    )
+        return warmups
+
+    def warm_compile(self, points: list[dict], compile_threads: int | None = None) -> None:
+        """Compile each point's model once, unmeasured: the base model with the task's head,
+        over the task's dev batches. torch.compile's caches (FX graphs, kernels) key on code
+        and shapes, not weights, so the measurement notebooks' compiles of the fine-tuned
+        models read them."""
+        from transformers import AutoModelForSequenceClassification
+
+        if compile_threads:
+            torch._inductor.config.compile_threads = compile_threads
+        device = resolve_device(self.params.device)
+        base = self.params.base_model
+        tokenizer = models.load_tokenizer(base)
+        for point in points:
+            task, technique = get_task(point["task"]), models.get_technique(point["technique"])
+            if models.unsupported_reason(technique, device):
+                continue
+            try:
+                rows = self._rows(task, "dev")
+            except data.DataError:
+                continue
+            start = time.perf_counter()
+            model = AutoModelForSequenceClassification.from_pretrained(
+                models.locate(base),
+                ignore_mismatched_sizes=True,
+                attn_implementation=technique.attn_implementation,
+                **_label_config(task),
+            ).eval()
+            batch_size, padding = point["batch_size"], point["padding"]
+            shape_rows = bench.static_rows(technique, batch_size, padding, self.params.scope)
+            prepared = models.apply_technique(model, technique, device, None, shape_rows)
+            batches = data.make_batches(
+                tokenizer, rows, batch_size, padding, self.params.max_length
+            )
+            forward = prepared.forward()
+            with prepared.context():
+                for batch in batches:
+                    forward(prepared.inputs(batch))
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            print(f"compiled {technique.name} ({task.name}) in {time.perf_counter() - start:.1f} s")
 
     def _run(self) -> pd.DataFrame:
         self._train_on_workers()

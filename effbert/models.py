@@ -53,6 +53,7 @@ ATTENTIONS: dict[str, dict] = {
     },
 }
 EXECUTIONS = ("eager", "compile", "compile_max", "graphs", "pipeline")
+COMPILED_EXECUTIONS = ("compile", "compile_max", "graphs")
 SHORTCUTS = ("none", "cls_last")
 
 
@@ -65,7 +66,8 @@ class Technique:
         precision: a key of ``PRECISIONS`` (weights dtype, autocast, TF32, quantization).
         attention: a key of ``ATTENTIONS``: eager, SDPA as PyTorch chooses, or SDPA
             restricted to its fused kernels (flash, memory-efficient).
-        execution: ``eager``, ``compile`` (``torch.compile``, dynamic shapes),
+        execution: ``eager``, ``compile`` (``torch.compile``: for one shape where every
+            batch has one, see ``prepare``'s ``static_rows``, else for any shape),
             ``compile_max`` (``max-autotune-no-cudagraphs``), ``graphs`` (``torch.compile``
             replaying one CUDA graph per input shape, ``reduce-overhead``) or ``pipeline`` (the
             transformers ``text-classification`` pipeline, raw text in and labels out: what a
@@ -176,7 +178,7 @@ def get_technique(name: str) -> Technique:
         raise ValueError(
             f"technique {name!r}: cls_last runs on packed sequences; add varlen or flex attention"
         )
-    if full[1] == "flex" and full[2] not in ("compile", "compile_max", "graphs"):
+    if full[1] == "flex" and full[2] not in COMPILED_EXECUTIONS:
         raise ValueError(
             f"technique {name!r}: flex attention runs compiled; add compile, compile_max or graphs"
         )
@@ -417,6 +419,22 @@ def pad_to_rows(batch: Batch, min_rows: int) -> Batch:
     )
 
 
+def fill_rows(batch: Batch, rows: int) -> Batch:
+    """``batch`` with copies of its last row appended up to ``rows`` rows, so that a model
+    compiled for one shape takes the split's smaller last batch; ``row_index`` still names
+    the real rows only, which come first."""
+    missing = rows - batch.n_samples
+    if missing <= 0:
+        return batch
+    repeat = [1] * (batch.n_samples - 1) + [missing + 1]
+    counts = torch.tensor(repeat)
+    return Batch(
+        batch.input_ids.repeat_interleave(counts, dim=0),
+        batch.attention_mask.repeat_interleave(counts, dim=0),
+        batch.row_index,
+    )
+
+
 @dataclass
 class Prepared:
     """A model ready to run under one technique."""
@@ -425,6 +443,7 @@ class Prepared:
     technique: Technique
     device: torch.device
     output_order: list[int] | None = None
+    static_rows: int | None = None  # compiled for this many rows: smaller batches are filled
 
     @contextlib.contextmanager
     def context(self) -> Iterator[None]:
@@ -451,6 +470,8 @@ class Prepared:
             from effbert.packed import packed_inputs
 
             return packed_inputs(batch, self.device)
+        if self.static_rows is not None:
+            batch = fill_rows(batch, self.static_rows)
         if self.technique.quantize in ("int8_dynamic", "int8_weight"):
             batch = pad_to_rows(batch, INT8_MIN_ROWS)
         return batch.to(self.device).inputs()
@@ -472,7 +493,7 @@ class Prepared:
         """Logits in GLUE label order for every row, in the split's original order."""
         out = None
         for batch in batches:
-            logits = self.logits(self.inputs(batch)).cpu().numpy()
+            logits = self.logits(self.inputs(batch))[: len(batch.row_index)].cpu().numpy()
             if out is None:
                 out = np.empty((n_rows, logits.shape[1]), dtype=np.float32)
             out[batch.row_index.numpy()] = logits
@@ -486,10 +507,27 @@ def prepare(
     device: torch.device,
     label_map: list[str] | None = None,
     seed: int = 0,
+    static_rows: int | None = None,
 ) -> Prepared:
-    """Load the task's checkpoint and apply ``technique`` on ``device``."""
+    """Load the task's checkpoint and apply ``technique`` on ``device``.
+
+    ``static_rows``: every batch has this many rows (smaller ones are filled, see
+    ``fill_rows``) and one sequence length, so a compiled model is built for that one shape
+    (``dynamic=False``), which compiles faster than for symbolic shapes.
+    """
     model = load_classifier(checkpoint, task, technique.attn_implementation, seed)
     order = glue_order(task, model.config.id2label, label_map)
+    return apply_technique(model, technique, device, order, static_rows)
+
+
+def apply_technique(
+    model: torch.nn.Module,
+    technique: Technique,
+    device: torch.device,
+    output_order: list[int] | None = None,
+    static_rows: int | None = None,
+) -> Prepared:
+    """A loaded classifier under ``technique`` on ``device`` (see ``prepare``)."""
     model = model.to(device=device, dtype=technique.weights_dtype)
     if technique.quantize == "int8_dynamic":
         model = quantize_int8(model)
@@ -506,12 +544,14 @@ def prepare(
         "compile_max": "max-autotune-no-cudagraphs",
         "graphs": "reduce-overhead",
     }
+    if technique.execution not in modes or technique.packed:
+        static_rows = None  # eager models take any shape; packed batches vary in tokens
     if technique.execution in modes:
         # Python floats (scales, eps) stay constants: traced as symbols they make dynamo
         # restart its analysis, which took a third of int8's compile time.
         torch._dynamo.config.specialize_float = True
-        model = torch.compile(model, mode=modes[technique.execution], dynamic=True)
-    return Prepared(model, technique, device, order)
+        model = torch.compile(model, mode=modes[technique.execution], dynamic=static_rows is None)
+    return Prepared(model, technique, device, output_order, static_rows)
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:

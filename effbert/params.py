@@ -173,6 +173,13 @@ class Params:
     finetune_max_train_samples: int = _param(
         0, "rows of each train split (0: all)", FINETUNE, minimum=0
     )
+    finetunes_per_gpu: int = _param(
+        1,
+        "fine-tunes run at once on each GPU, each in its own worker process (a small model's "
+        "training steps leave a GPU idle between kernels, so a few share it well)",
+        FINETUNE,
+        minimum=1,
+    )
 
     baseline_technique: str = _param("fp32", "techniques are compared with this one", ANALYSIS)
 

@@ -80,6 +80,19 @@ def worker_slots(params) -> list[str]:
     return gpus[: params.workers]
 
 
+def finetune_slots(params) -> list[str]:
+    """Fine-tune workers to start (their ``CUDA_VISIBLE_DEVICES``): ``finetunes_per_gpu``
+    on each GPU that measurement workers would use, else on the first visible GPU; empty:
+    train in this process."""
+    if os.environ.get(WORKER_ENV) is not None:
+        return []
+    gpus = worker_slots(params)
+    if not gpus and params.device in ("auto", "cuda"):
+        gpus = visible_gpus()[:1]
+    slots = [gpu for gpu in gpus for _ in range(params.finetunes_per_gpu)]
+    return slots if len(slots) > 1 else []
+
+
 CELL_COST_S = 10.0  # a cell's prepare, warmup and windows, whatever its rows
 COMPILED_COST_S = 60.0  # what torch.compile or graph capture adds to a worker's first such cell
 COMPILED_WARM_S = 10.0  # ... and to its later cells of that technique (the compile cache hits)
@@ -89,7 +102,9 @@ ROWS_PER_S = 2000.0  # a cell's accuracy and kernel passes over its rows
 def cell_cost_s(cell, rows: int, compiled_before: bool = False) -> float:
     """A rough guess of a cell's time on a GPU, to balance workers: fixed costs dominate, and a
     technique compiled before in the same worker mostly reads the compile cache."""
-    compiled = cell.technique.execution in ("compile", "compile_max", "graphs")
+    from effbert.models import COMPILED_EXECUTIONS
+
+    compiled = cell.technique.execution in COMPILED_EXECUTIONS
     compile_s = (COMPILED_WARM_S if compiled_before else COMPILED_COST_S) * compiled
     return CELL_COST_S + compile_s + rows / ROWS_PER_S
 
@@ -149,6 +164,19 @@ def balance(costs: dict[str, float], n_workers: int) -> list[list[str]]:
         i = load.index(min(load))
         groups[i].append(task)
         load[i] += costs[task]
+    return groups
+
+
+def balance_slots(costs: dict[str, float], slots: list[str]) -> list[list[str]]:
+    """Tasks to worker slots (a GPU named once per worker on it): balanced over the GPUs
+    first, then over each GPU's workers."""
+    gpus = list(dict.fromkeys(slots))
+    groups: list[list[str]] = [[] for _ in slots]
+    for gpu, tasks in zip(gpus, balance(costs, len(gpus)), strict=True):
+        mine = [i for i, slot in enumerate(slots) if slot == gpu]
+        shares = balance({t: costs[t] for t in tasks}, len(mine))
+        for i, share in zip(mine, shares, strict=True):
+            groups[i] = share
     return groups
 
 
@@ -381,6 +409,11 @@ def main(argv: list[str]) -> int:
             from effbert import finetune
 
             finetune.Plan(settings, spec["reports_dir"]).train()
+        elif spec.get("stage") == "compile":
+            from effbert import finetune
+
+            plan = finetune.Plan(settings, spec["reports_dir"])
+            plan.warm_compile(spec["points"], spec.get("compile_threads"))
         else:
             study = bench.Study(settings, spec["reports_dir"], spec["force"])
             study.run(spec["techniques"], spec["combinations"])

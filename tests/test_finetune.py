@@ -134,7 +134,8 @@ def test_with_two_workers_each_checkpoint_is_trained_once_by_one_of_them(tmp_pat
         device="cpu",
         energy="none",
         workers=2,
-        combinations=[{"technique": "fp32", "batch_size": 8, "tasks": ["sst2", "rte"]}],
+        techniques=["fp32"],
+        combinations=[{"technique": "fp32+compile", "batch_size": 8, "tasks": ["sst2", "rte"]}],
     )
     reports = p.run()
     p.check(reports)
@@ -142,10 +143,13 @@ def test_with_two_workers_each_checkpoint_is_trained_once_by_one_of_them(tmp_pat
     assert reports["dev_metric"].notna().all()
     (run,) = (tmp_path / "reports" / "results" / "runs").glob("*.json")
     record = json.loads(run.read_text())
-    assert record["kind"] == "finetune" and len(record["workers"]) == 2
+    assert record["kind"] == "finetune" and len(record["workers"]) == 3
     trained = sorted(t for w in record["workers"] for t in w["tasks"])
-    assert trained == ["mnli_m", "rte", "sst2"]  # mnli_mm shares mnli_m's checkpoint
+    # mnli_mm shares mnli_m's checkpoint; meanwhile a third worker compiled the combination
+    assert trained == ["compile fp32+compile (sst2)", "mnli_m", "rte", "sst2"]
     assert all(w["exit"] == 0 for w in record["workers"])
+    log = (tmp_path / "reports" / "logs").glob("*-finetune-worker2.log")
+    assert "compiled fp32+compile (sst2) in" in next(log).read_text()
     again = p.run()
     assert again["reused"].all() and len(list(run.parent.glob("*.json"))) == 1
 
@@ -176,3 +180,58 @@ def test_the_scores_table_has_a_column_per_dev_metric():
     assert list(table["dev_accuracy"]) == [0.799, 0.9002]
     assert list(table["train_time_s"]) == [34.1, 53.6]
     assert "dev_metrics" not in table
+
+
+def test_compile_warmups_name_each_distinct_compiled_model_once(tmp_path):
+    p = plan(
+        tmp_path,
+        tasks=["sst2", "mrpc", "stsb"],
+        techniques=["fp32", "fp32+compile"],
+        combinations=[
+            {"technique": "bf16+varlen+graphs+cls_last", "batch_size": 64, "padding": "packed"},
+            {"technique": "fp32+compile", "tasks": ["mrpc"]},
+            {"technique": "fp16", "batch_size": 64},
+        ],
+    )
+    warmups = [(w["task"], w["technique"], w["batch_size"]) for w in p.compile_warmups()]
+    # sst2 and mrpc have two labels, one model; stsb's one-output head is another
+    assert warmups == [
+        ("sst2", "fp32+compile", 16),
+        ("stsb", "fp32+compile", 16),
+        ("sst2", "bf16+varlen+graphs+cls_last", 64),
+        ("stsb", "bf16+varlen+graphs+cls_last", 64),
+    ]
+
+
+def test_a_warmed_compile_is_read_from_the_cache_by_a_fine_tuned_model(
+    tmp_path, base_model, monkeypatch
+):
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    p = plan(
+        tmp_path,
+        tasks=["sst2"],
+        base_model=str(base_model),
+        checkpoints_dir=str(tmp_path / "ckpt"),
+        max_samples=8,
+        device="cpu",
+    )
+    point = {"task": "sst2", "technique": "fp32+compile", "batch_size": 4, "padding": "max_length"}
+    torch._dynamo.reset()
+    counters.clear()
+    p.warm_compile([point], compile_threads=1)
+    assert counters["inductor"]["fxgraph_cache_miss"] >= 1
+    other = tmp_path / "finetuned"  # other weights, same architecture
+    models.tiny_random_model(num_labels=2, seed=5).save_pretrained(other)
+    models.tiny_tokenizer().save_pretrained(other)
+    torch._dynamo.reset()
+    counters.clear()
+    task = get_task("sst2")
+    technique = models.get_technique("fp32+compile")
+    prepared = models.prepare(str(other), task, technique, torch.device("cpu"), static_rows=4)
+    rows = data.load_split(task, "synthetic", max_samples=8)
+    batch = data.make_batches(models.load_tokenizer(str(other)), rows, 4, "max_length", 128)[0]
+    prepared.logits(prepared.inputs(batch))
+    assert counters["inductor"]["fxgraph_cache_hit"] >= 1
+    assert counters["inductor"]["fxgraph_cache_miss"] == 0

@@ -246,3 +246,36 @@ def test_eager_names_the_attention_then_the_execution_and_is_never_needed():
     technique = models.get_technique("bf16+sdpa+eager")
     assert (technique.attention, technique.execution) == ("sdpa", "eager")
     assert "write 'bf16+sdpa'" in models.spelling_problem("bf16+sdpa+eager")
+
+
+def test_fill_rows_appends_copies_of_the_last_row_and_keeps_the_real_rows_first():
+    rows = data.load_split(get_task("sst2"), "synthetic", max_samples=6)
+    batches = data.make_batches(models.tiny_tokenizer(), rows, 4, "max_length", 16)
+    last = batches[-1]
+    filled = models.fill_rows(last, 4)
+    assert filled.input_ids.shape == (4, 16) and filled.row_index.tolist() == [4, 5]
+    assert torch.equal(filled.input_ids[:2], last.input_ids)
+    assert torch.equal(filled.input_ids[2], last.input_ids[1])
+    assert models.fill_rows(batches[0], 4) is batches[0]
+
+
+def test_a_model_compiled_for_one_shape_takes_the_smaller_last_batch_without_recompiling():
+    task = get_task("sst2")
+    rows = data.load_split(task, "synthetic", max_samples=6)
+    batches = data.make_batches(models.tiny_tokenizer(), rows, 4, "max_length", 16)
+    cpu = torch.device("cpu")
+    eager = models.prepare(models.TINY_RANDOM, task, models.get_technique("fp32"), cpu)
+    torch._dynamo.reset()
+    compiled = models.prepare(
+        models.TINY_RANDOM, task, models.get_technique("fp32+compile"), cpu, static_rows=4
+    )
+    assert compiled.static_rows == 4
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        predicted = compiled.predict(batches, len(rows))
+    np.testing.assert_allclose(predicted, eager.predict(batches, len(rows)), atol=1e-5)
+    assert (
+        models.prepare(
+            models.TINY_RANDOM, task, models.get_technique("fp32"), cpu, static_rows=4
+        ).static_rows
+        is None
+    )  # eager takes any shape as it is

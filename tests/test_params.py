@@ -203,3 +203,19 @@ def test_scope_rules_that_would_mislabel_a_measurement_are_refused():
         params.load("smoke", combinations=[{"technique": "pipeline"}])
     with pytest.raises(params.ProfileError, match="use order: sequential"):
         params.load("smoke", scope="end_to_end", order="interleaved")
+
+
+def test_a_cell_compiled_for_one_batch_shape_has_its_own_id():
+    study = params.load("smoke", inputs=False)
+    task, fingerprints = get_task("sst2"), {"data": "d", "checkpoint": "c", "environment": {}}
+
+    def config(technique: str, padding: str) -> dict:
+        return bench.cell_config(
+            study, task, technique, 16, padding, None, None, "cpu", fingerprints
+        )
+
+    assert config("fp32+compile", "max_length")["compiled_shapes"] == "static"
+    assert config("int8+graphs", "max_length")["compiled_shapes"] == "static"
+    assert "compiled_shapes" not in config("fp32", "max_length")
+    assert "compiled_shapes" not in config("fp32+compile", "bucketed")
+    assert "compiled_shapes" not in config("bf16+varlen+compile", "packed")

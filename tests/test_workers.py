@@ -210,3 +210,29 @@ def test_gpu_time_is_the_sum_of_the_workers_wall_times_of_every_run(tmp_path):
     (runs / "study-e.json").write_text('{"wall_s": 3')
     with pytest.raises(ValueError, match=r"study-e.json is damaged .* restore it"):
         report.gpu_time_markdown(tmp_path, "study")
+
+
+def test_fine_tunes_share_one_gpu_as_several_workers_where_asked(monkeypatch):
+    monkeypatch.setattr(workers, "visible_gpus", lambda: ["3"])
+    one_gpu = settings(device="auto", energy="none")
+    assert workers.finetune_slots(one_gpu) == []  # one fine-tune per GPU: this process trains
+    three = settings(device="auto", energy="none", finetunes_per_gpu=3)
+    assert workers.finetune_slots(three) == ["3", "3", "3"]
+    monkeypatch.setattr(workers, "visible_gpus", lambda: ["1", "2"])
+    monkeypatch.setattr(workers, "worker_slots", lambda p: ["1", "2"])
+    two = settings(device="cuda", energy="none", finetunes_per_gpu=2)
+    assert workers.finetune_slots(two) == ["1", "1", "2", "2"]
+    monkeypatch.setenv(workers.WORKER_ENV, "0")
+    assert workers.finetune_slots(three) == []  # a worker never starts workers
+    with pytest.raises(params.ProfileError, match="finetunes_per_gpu"):
+        settings(finetunes_per_gpu=0)
+
+
+def test_fine_tunes_are_balanced_over_gpus_first_then_over_each_gpus_workers():
+    steps = {"sst2": 2105, "cola": 2138, "stsb": 1797, "rte": 1557, "mrpc": 1147, "wnli": 80}
+    slots = ["1", "1", "1", "2", "2", "2"]
+    groups = workers.balance_slots(steps, slots)
+    per_gpu = [sum(steps[t] for i in idx for t in groups[i]) for idx in ([0, 1, 2], [3, 4, 5])]
+    assert sorted(t for g in groups for t in g) == sorted(steps)
+    assert abs(per_gpu[0] - per_gpu[1]) <= max(steps.values())
+    assert workers.balance_slots(steps, ["", ""]) == workers.balance(steps, 2)
