@@ -556,17 +556,17 @@ class Study:
         return recorded[recorded["profile"] == self.params.profile]
 
     def summary(self, trials: pd.DataFrame) -> pd.DataFrame:
-        """Per cell: energy, throughput and metric with their 95% half-widths (columns with
-        nothing measured, such as CPU energy off the end-to-end scope, left out)."""
-        return (
+        """Per cell: energy, throughput and metric, each mean ± its 95% half-width (columns
+        with nothing measured, such as CPU energy off the end-to-end scope, left out)."""
+        shown = (
             results.summarize(trials)
             .filter(
-                regex="^(task|technique|batch_size|trials|cv_flag)$|^samples_per_s_(mean|ci95)$|"
-                "^(cpu_)?j_per_1k_samples_(mean|ci95)$|^metric"
+                regex="^(task|technique|batch_size|cv_flag)$|^samples_per_s_(mean|ci95)$|"
+                "^(cpu_)?j_per_1k_samples_(mean|ci95)$|^metric$|^metric_value$"
             )
             .dropna(axis=1, how="all")
-            .round(4)
         )
+        return results.with_intervals(shown, digits=4)
 
     def skipped(self, trials: pd.DataFrame) -> pd.DataFrame:
         """Cells not measured, with the reason."""

@@ -538,22 +538,25 @@ def _reproduce_sentence(runs: list[dict]) -> str:
 
 
 def time_split(reports_dir: str | Path, profile: str) -> pd.DataFrame:
-    """Where a whole run's wall time went (``effbert run`` from no records, its run record):
-    fine-tuning, then per phase of a cell summed over cells (preparing, compiling included;
-    warming up; the energy windows; latency, kernel and metric passes after them), and the
-    rest (notebook kernels starting, loading, idle power, HTML). Empty without such a run or
-    where cells lack phase times (recorded before they were kept)."""
+    """Where a whole run's GPU time went (``effbert run`` that measured, its run record; the
+    wall time times its GPUs): fine-tuning, then per phase of a cell summed over cells
+    (preparing, compiling included; warming up; the energy windows; latency, kernel and
+    metric passes after them), and the rest (notebook kernels starting, loading, idle power,
+    HTML, a GPU waiting for another's worker). Empty without such a run or where cells lack
+    phase times (recorded before they were kept)."""
+    from effbert.models import COMPILED_EXECUTIONS
+
     records = run_records(reports_dir, profile)
     whole = [r for r in records if r["kind"] == "reproduce" and r["cells_measured"]]
     trials = results.read_results(cfg.reports_paths(reports_dir)["results"], profile)
     cells = trials[trials["status"] == "ok"].groupby("cell_id")
     if not whole or cells.ngroups == 0 or cells["finish_s"].first().isna().any():
         return pd.DataFrame()
-    wall_s = sum(r["wall_s"] for r in whole)
+    gpu_s = sum(r["wall_s"] * max(1, r["gpu_count"]) for r in whole)
     first = cells.first()
-    compiled = first["execution"].isin(["compile", "compile_max", "graphs"])
+    compiled = first["execution"].isin(list(COMPILED_EXECUTIONS))
     finetune_s = sum(
-        sum(r["worker_wall_s"]) for r in records if r["kind"] == "finetune" and r["in_process"]
+        r["wall_s"] * max(1, len(r["gpus"])) for r in records if r["kind"] == "finetune"
     )
     parts = {
         "fine-tuning the checkpoints": finetune_s,
@@ -563,11 +566,12 @@ def time_split(reports_dir: str | Path, profile: str) -> pd.DataFrame:
         "energy windows": cells["time_s"].sum().sum(),
         "latency, kernel and metric passes": first["finish_s"].sum(),
     }
-    parts["the rest (notebooks starting, loading, idle power, HTML)"] = wall_s - sum(parts.values())
-    table = pd.DataFrame({"part": list(parts), "time_s": list(parts.values())})
-    table["share"] = (table["time_s"] / wall_s).round(3)
-    table["time_s"] = table["time_s"].round(0).astype(int)
-    total = pd.DataFrame({"part": ["whole run"], "time_s": [round(wall_s)], "share": [1.0]})
+    rest = "the rest (notebooks starting, loading, idle power, HTML, waiting)"
+    parts[rest] = gpu_s - sum(parts.values())
+    table = pd.DataFrame({"part": list(parts), "gpu_time_s": list(parts.values())})
+    table["share"] = (table["gpu_time_s"] / gpu_s).round(3)
+    table["gpu_time_s"] = table["gpu_time_s"].round(0).astype(int)
+    total = pd.DataFrame({"part": ["whole run"], "gpu_time_s": [round(gpu_s)], "share": [1.0]})
     return pd.concat([table, total], ignore_index=True)
 
 
@@ -594,18 +598,19 @@ def agreement(reports_dir: str | Path, other_dir: str | Path, profile: str) -> p
     """Cells recorded in both runs (same ``cell_id``: same inputs): J per 1k samples in each,
     their ratio, and whether the means differ by less than the combined 95% half-widths."""
     measure = "j_per_1k_samples"
-    a, b = (
-        results.summarize(results.read_results(cfg.reports_paths(d)["results"], profile))
-        for d in (reports_dir, other_dir)
-    )
+    trials = results.read_results(cfg.reports_paths(reports_dir)["results"], profile)
+    a = results.summarize(trials)
+    b = results.summarize(results.read_results(cfg.reports_paths(other_dir)["results"], profile))
     both = a.merge(b[["cell_id", f"{measure}_mean", f"{measure}_ci95"]], on="cell_id")
     mean_a, mean_b = both[f"{measure}_mean_x"], both[f"{measure}_mean_y"]
     allowed = np.hypot(both[f"{measure}_ci95_x"], both[f"{measure}_ci95_y"])
+    gpu = trials.groupby("cell_id")["worker_gpu"].first()
     return pd.DataFrame(
         {
             "task": both["task"],
             "technique": both["technique"],
             "batch_size": both["batch_size"],
+            "worker_gpu": both["cell_id"].map(gpu),
             "ratio": (mean_a / mean_b).round(3),
             "agrees": (mean_a - mean_b).abs() <= allowed,
         }
@@ -638,9 +643,13 @@ def agreement_markdown(reports_dir: str | Path, other_dir: str | Path, profile: 
     listed = "; ".join(
         f"{r.task} {r.technique} (batch {r.batch_size}) {r.ratio:.2f}×" for r in off.itertuples()
     )
+    workers = table.dropna(subset=["worker_gpu"]).groupby("worker_gpu")["agrees"]
+    per_gpu = ", ".join(f"GPU {gpu} {int(a.sum())} of {len(a)}" for gpu, a in workers)
     return (
         f"{int(table['agrees'].sum())} of {len(table)} cells agree within their combined 95% "
-        f"intervals; energy per sample here over there ranges from {table['ratio'].min():.2f}× "
+        f"intervals"
+        + (f" (by the GPU that measured them: {per_gpu})" if per_gpu else "")
+        + f"; energy per sample here over there ranges from {table['ratio'].min():.2f}× "
         f"to {table['ratio'].max():.2f}× (median {table['ratio'].median():.2f}×)."
         + (f" Outside: {listed}." if listed else "")
     )

@@ -659,6 +659,35 @@ def headline(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
     return out
 
 
+def with_intervals(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """``summary`` narrower for a page: each ``<name>_mean`` and ``<name>_ci95`` pair as one
+    column ``<name>`` reading "mean ± half-width", every float to ``digits`` significant
+    digits (whole numbers from 10^digits up)."""
+
+    def number(value: float) -> str:
+        if pd.isna(value):
+            return ""
+        return f"{value:,.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"
+
+    out = {}
+    for column in summary.columns:
+        if column.endswith("_ci95") and f"{column[:-5]}_mean" in summary:
+            continue
+        values = summary[column]
+        if column.endswith("_mean"):
+            name, ci = column[:-5], summary.get(f"{column[:-5]}_ci95")
+            if ci is not None:
+                out[name] = [
+                    number(m) if pd.isna(c) else f"{number(m)} ± {number(c)}"
+                    for m, c in zip(values, ci, strict=True)
+                ]
+                continue
+        if pd.api.types.is_float_dtype(values):
+            values = values.map(number)
+        out[column] = values
+    return pd.DataFrame(out, index=summary.index)
+
+
 def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
     """A pipe table for the README (no extra dependency)."""
 

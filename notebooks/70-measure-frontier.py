@@ -49,10 +49,11 @@ cells = frontier.run(combinations=True)
 
 # %%
 summary = results.summarize(cells)
-summary.filter(
+shown = summary.filter(
     regex="^(task|technique|batch_size|padding|fallback|prepare_s|peak_memory_mb|latency_p99_ms)$"
     "|^(j_per_1k_samples|dynamic_j_per_1k_samples|samples_per_s)_(mean|ci95)$|metric_value"
 )
+results.with_intervals(shown.dropna(axis=1, how="all"))
 
 # %%
 plots.frontier(summary)

@@ -101,3 +101,21 @@ def test_comparison_gives_ratios_to_the_baseline(tmp_path):
     table = results.comparison(summary).set_index("technique")
     assert table.loc["fp16", "energy_vs_base"] == pytest.approx(0.25)
     assert table.loc["fp32", "metric_change"] == 0
+
+
+def test_with_intervals_joins_each_mean_with_its_half_width_in_one_column():
+    summary = pd.DataFrame(
+        {
+            "technique": ["fp32", "fp16"],
+            "j_per_1k_samples_mean": [211.3432, 4.0271],
+            "j_per_1k_samples_ci95": [7.6391, float("nan")],
+            "samples_per_s_mean": [88553.2, 2661.0],
+            "samples_per_s_ci95": [690.4, 36.14],
+            "prepare_s": [0.12345, 22.1],
+        }
+    )
+    shown = results.with_intervals(summary)
+    assert list(shown.columns) == ["technique", "j_per_1k_samples", "samples_per_s", "prepare_s"]
+    assert shown["j_per_1k_samples"].tolist() == ["211 ± 7.64", "4.03"]
+    assert shown["samples_per_s"].tolist() == ["88,553 ± 690", "2,661 ± 36.1"]
+    assert shown["prepare_s"].tolist() == ["0.123", "22.1"]
