@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from effbert import config as cfg
 from effbert import data, energy, environment, metrics, models, packed, results, workers
-from effbert.params import ALL, MEASURE, Params, load
+from effbert.params import ALL, MEASURE, Params, load, plan_points
 from effbert.tasks import GlueTask, get_task
 
 J_PER_KWH = 3.6e6
@@ -658,31 +658,6 @@ class Study:
         return {**full, "cell_id": path.stem}
 
 
-def plan_points(params: Params, techniques: list[str], combinations: bool) -> list[tuple]:
-    """(technique, batch size, padding, tasks) of each planned point: the grid of
-    ``techniques`` and batch sizes, or with ``combinations`` the profile's listed cells."""
-    p = params
-    if combinations:
-        return [
-            (
-                c["technique"],
-                c.get("batch_size", p.batch_sizes[0]),
-                c.get("padding", p.padding),
-                c.get("tasks", p.tasks),
-            )
-            for c in p.combinations
-        ]
-    return [(t, bs, p.padding, p.tasks) for t in techniques for bs in p.batch_sizes]
-
-
-def static_rows(technique: models.Technique, batch_size: int, padding: str, scope: str):
-    """Rows of the one batch shape a compiled model is built for, where every batch has one
-    shape (padded to max_length, model scope); else None (compiled for any shape)."""
-    compiled = technique.execution in models.COMPILED_EXECUTIONS
-    one_shape = padding == "max_length" and scope == "model" and not technique.packed
-    return batch_size if compiled and one_shape else None
-
-
 def cell_config(
     params: Params,
     task: GlueTask,
@@ -728,7 +703,9 @@ def cell_config(
         # compiled for one batch shape: measures other code than the compile for any shape
         **(
             {"compiled_shapes": "static"}
-            if static_rows(models.get_technique(technique), batch_size, padding, params.scope)
+            if models.static_rows(
+                models.get_technique(technique), batch_size, padding, params.scope
+            )
             else {}
         ),
     }
@@ -760,7 +737,7 @@ class CellRun:
             device,
             label_map,
             params.seed,
-            static_rows(cell.technique, cell.batch_size, cell.padding, params.scope),
+            models.static_rows(cell.technique, cell.batch_size, cell.padding, params.scope),
         )
         self.inputs = [self.prepared.inputs(b) for b in self.batches]
         self.forward = self.prepared.forward()

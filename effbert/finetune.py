@@ -16,11 +16,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from effbert import bench, data, metrics, models, workers
 from effbert import config as cfg
+from effbert import data, metrics, models, workers
 from effbert.config import project_relative, resolve_path
 from effbert.environment import captured, resolve_device
-from effbert.params import ALL, FINETUNE, FinetuneSettings, Params, load
+from effbert.params import ALL, FINETUNE, FinetuneSettings, Params, load, plan_points
 from effbert.tasks import GlueTask, get_task
 
 REPORT_FILE = "effbert_finetune.json"
@@ -401,7 +401,7 @@ class Plan:
         """A point (task, technique, batch size, padding) per distinct compiled model that the
         measurement notebooks will build: one per technique, shapes and head size."""
         p = self.params
-        points = bench.plan_points(p, p.techniques, False) + bench.plan_points(p, [], True)
+        points = plan_points(p, p.techniques, False) + plan_points(p, [], True)
         seen, warmups = set(), []
         for technique, batch_size, padding, tasks in points:
             if models.get_technique(technique).execution not in models.COMPILED_EXECUTIONS:
@@ -448,7 +448,7 @@ class Plan:
                 **_label_config(task),
             ).eval()
             batch_size, padding = point["batch_size"], point["padding"]
-            shape_rows = bench.static_rows(technique, batch_size, padding, self.params.scope)
+            shape_rows = models.static_rows(technique, batch_size, padding, self.params.scope)
             prepared = models.apply_technique(model, technique, device, None, shape_rows)
             batches = data.make_batches(
                 tokenizer, rows, batch_size, padding, self.params.max_length

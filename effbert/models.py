@@ -400,6 +400,14 @@ def _tf32() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
+def static_rows(technique: Technique, batch_size: int, padding: str, scope: str) -> int | None:
+    """Rows of the one batch shape a compiled model is built for, where every batch has one
+    shape (padded to max_length, model scope); else None (compiled for any shape)."""
+    compiled = technique.execution in COMPILED_EXECUTIONS
+    one_shape = padding == "max_length" and scope == "model" and not technique.packed
+    return batch_size if compiled and one_shape else None
+
+
 # torchao's int8 matrix products need more than 16 rows ("size(0) needs to be greater than
 # 16"); a smaller batch gets masked pad tokens, which leave its outputs unchanged.
 INT8_MIN_ROWS = 17

@@ -592,3 +592,20 @@ def describe() -> str:
         + ", ".join(f"{f.name}={f.default!r}" for f in fields(FinetuneSettings))
     )
     return "\n".join(lines).lstrip("\n")
+
+
+def plan_points(params: Params, techniques: list[str], combinations: bool) -> list[tuple]:
+    """(technique, batch size, padding, tasks) of each planned point: the grid of
+    ``techniques`` and batch sizes, or with ``combinations`` the profile's listed cells."""
+    p = params
+    if combinations:
+        return [
+            (
+                c["technique"],
+                c.get("batch_size", p.batch_sizes[0]),
+                c.get("padding", p.padding),
+                c.get("tasks", p.tasks),
+            )
+            for c in p.combinations
+        ]
+    return [(t, bs, p.padding, p.tasks) for t in techniques for bs in p.batch_sizes]
