@@ -36,6 +36,19 @@ def _label_config(task: GlueTask) -> dict:
     }
 
 
+def _base_classifier(base_model: str, task: GlueTask, attention: str | None = None):
+    """The base model with a new head sized and labelled for ``task`` (``attention``: the
+    attention implementation, transformers' default where None)."""
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(
+        models.locate(base_model),
+        ignore_mismatched_sizes=True,
+        attn_implementation=attention,
+        **_label_config(task),
+    )
+
+
 def finetune(
     base_model: str,
     task: GlueTask,
@@ -54,7 +67,7 @@ def finetune(
     Returns:
         A report: task, settings, wall time of the fine-tune, whether it was reused.
     """
-    from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
+    from transformers import get_linear_schedule_with_warmup
 
     out_dir = Path(out_dir)
     report_path = out_dir / REPORT_FILE
@@ -65,9 +78,7 @@ def finetune(
 
     torch.manual_seed(settings.seed)
     tokenizer = models.load_tokenizer(base_model)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        models.locate(base_model), ignore_mismatched_sizes=True, **_label_config(task)
-    )
+    model = _base_classifier(base_model, task)
     if settings.reinit_layers:
         _reinit(model.distilbert.transformer.layer[-settings.reinit_layers :], model.config)
     model = model.to(device)
@@ -387,11 +398,11 @@ class Plan:
         spawned = workers.spawn(
             self.paths, self.params.profile, "finetune", slots, groups, spec_or_warmup, watched
         )
-        trained = [w for w in spawned if w["tasks"][0] not in warmups]
+        trainers = [w for w in spawned if w["tasks"][0] not in warmups]
         for worker in spawned:
-            if worker not in trained and worker["process"].returncode != 0:
+            if worker not in trainers and worker["process"].returncode != 0:
                 print(f"a compile warm-up failed (the notebook compiles it): see {worker['log']}")
-        failed = workers.failures(trained)
+        failed = workers.failures(trainers)
         if failed:
             raise workers.WorkerError(
                 f"{failed}. Finished checkpoints are kept; run again to train the rest"
@@ -425,8 +436,6 @@ class Plan:
         over the task's dev batches. torch.compile's caches (FX graphs, kernels) key on code
         and shapes, not weights, so the measurement notebooks' compiles of the fine-tuned
         models read them."""
-        from transformers import AutoModelForSequenceClassification
-
         if compile_threads:
             torch._inductor.config.compile_threads = compile_threads
         device = resolve_device(self.params.device)
@@ -441,12 +450,7 @@ class Plan:
             except data.DataError:
                 continue
             start = time.perf_counter()
-            model = AutoModelForSequenceClassification.from_pretrained(
-                models.locate(base),
-                ignore_mismatched_sizes=True,
-                attn_implementation=technique.attn_implementation,
-                **_label_config(task),
-            ).eval()
+            model = _base_classifier(base, task, technique.attn_implementation).eval()
             batch_size, padding = point["batch_size"], point["padding"]
             shape_rows = models.static_rows(technique, batch_size, padding, self.params.scope)
             prepared = models.apply_technique(model, technique, device, None, shape_rows)

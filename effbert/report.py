@@ -485,14 +485,20 @@ def run_records(reports_dir: str | Path, profile: str) -> list[dict]:
     return [r for r in runs if r["profile"] in (profile, None)]  # not "floor-packed" for "floor"
 
 
+def _spread_runs(records: list[dict]) -> list[dict]:
+    """The measuring runs among ``records`` that spread cells over worker processes."""
+    return [r for r in records if r["kind"] == "measure" and not r["in_process"]]
+
+
+def _whole_runs(records: list[dict]) -> list[dict]:
+    """The whole runs (``effbert run``) among ``records`` that measured cells."""
+    return [r for r in records if r["kind"] == "reproduce" and r["cells_measured"]]
+
+
 def worker_runs(reports_dir: str | Path, profile: str) -> list[dict]:
     """A profile's measuring runs spread over worker processes, oldest first: each one's wall
     time, its workers' wall times, GPUs and tasks."""
-    return [
-        r
-        for r in run_records(reports_dir, profile)
-        if r["kind"] == "measure" and not r["in_process"]
-    ]
+    return _spread_runs(run_records(reports_dir, profile))
 
 
 def gpu_time_markdown(reports_dir: str | Path, profile: str) -> str:
@@ -500,10 +506,10 @@ def gpu_time_markdown(reports_dir: str | Path, profile: str) -> str:
     fine-tuned (their wall time per notebook, on how many GPUs), else the wall time of its
     worker runs and the sum of their workers' wall times. Empty where no run is recorded."""
     records = run_records(reports_dir, profile)
-    whole = [r for r in records if r["kind"] == "reproduce" and r["cells_measured"]]
+    whole = _whole_runs(records)
     if whole:
         return _reproduce_sentence(whole)
-    runs = [r for r in records if r["kind"] == "measure" and not r["in_process"]]
+    runs = _spread_runs(records)
     if not runs:
         return ""
     wall_s = sum(r["wall_s"] for r in runs)
@@ -547,7 +553,7 @@ def time_split(reports_dir: str | Path, profile: str) -> pd.DataFrame:
     from effbert.models import COMPILED_EXECUTIONS
 
     records = run_records(reports_dir, profile)
-    whole = [r for r in records if r["kind"] == "reproduce" and r["cells_measured"]]
+    whole = _whole_runs(records)
     trials = results.read_results(cfg.reports_paths(reports_dir)["results"], profile)
     cells = trials[trials["status"] == "ok"].groupby("cell_id")
     if not whole or cells.ngroups == 0 or cells["finish_s"].first().isna().any():
