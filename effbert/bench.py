@@ -700,6 +700,13 @@ def cell_config(
             else {}
         ),
         **({"order": params.order} if params.order != "sequential" else {}),
+        # inductor tuned by the compile mode alone (before, torchao's quantization turned on
+        # coordinate-descent tuning for every later compile of the process)
+        **(
+            {"inductor": "mode"}
+            if models.get_technique(technique).execution in models.COMPILED_EXECUTIONS
+            else {}
+        ),
         # compiled for one batch shape: measures other code than the compile for any shape
         **(
             {"compiled_shapes": "static"}
@@ -792,10 +799,13 @@ class CellRun:
     def kernel_record(self) -> dict:
         """``kernel_record`` over at most ``KERNEL_BATCHES`` batches spread over the pass (a
         pass of a slow cell holds ~10^5 kernels, which the profiler takes minutes to list),
-        its busy time scaled to the whole pass; end-to-end cells profile a whole pass."""
+        ``KERNEL_BATCHES_ONE_SHAPE`` where every batch is padded to ``max_length`` (they run the
+        same kernels), its busy time scaled to the whole pass; end-to-end cells profile a
+        whole pass."""
         if not self.model_scope:
             return kernel_record(self.run_pass, self.cell.technique, self.device)
-        picked = spread(len(self.inputs), min(len(self.inputs), KERNEL_BATCHES))
+        limit = KERNEL_BATCHES_ONE_SHAPE if self.cell.padding == "max_length" else KERNEL_BATCHES
+        picked = spread(len(self.inputs), min(len(self.inputs), limit))
         filled = self.prepared.static_rows or 0
         rows = [max(b.n_samples, filled) for b in self.batches]  # the rows each batch runs
         share = sum(rows[i] for i in picked) / sum(rows)
@@ -1129,6 +1139,7 @@ KERNEL_SIGNS = {
 
 
 KERNEL_BATCHES = 16  # batches a cell's kernel record profiles at most
+KERNEL_BATCHES_ONE_SHAPE = 4  # the same, where every batch has one shape (max_length)
 
 
 def kernel_record(

@@ -17,13 +17,14 @@ import torch
 from tqdm import tqdm
 
 from effbert import config as cfg
-from effbert import data, metrics, models, workers
+from effbert import data, metrics, models, results, workers
 from effbert.config import project_relative, resolve_path
 from effbert.environment import captured, resolve_device
 from effbert.params import ALL, FINETUNE, FinetuneSettings, Params, load, plan_points
 from effbert.tasks import GlueTask, get_task
 
 REPORT_FILE = "effbert_finetune.json"
+SCORES_FILE = "effbert_dev_scores-{task}.json"  # a checkpoint's dev scores, per GLUE task
 
 
 def _label_config(task: GlueTask) -> dict:
@@ -215,6 +216,37 @@ def score(
     return _dev_scores(prepared, models.load_tokenizer(str(checkpoint)), task, dev_rows, max_length)
 
 
+def dev_scores(
+    checkpoint: Path,
+    task: GlueTask,
+    dev_rows: pd.DataFrame,
+    device: torch.device,
+    max_length: int = 128,
+) -> dict[str, float]:
+    """``score``, kept in the checkpoint folder: read back where the weights, the dev rows and
+    ``max_length`` are the ones scored (a fine-tune worker scores its checkpoints, so the
+    notebook reads them), else scored again."""
+    key = {
+        "task": task.name,
+        "checkpoint": models.folder_digest(Path(checkpoint)),  # weights retrained since count
+        "dev_rows": data.fingerprint(dev_rows),
+        "max_length": max_length,
+    }
+    path = Path(checkpoint) / SCORES_FILE.format(task=task.name)
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        saved = {}
+    if isinstance(saved, dict) and saved.get("key") == key:
+        return saved["scores"]
+    scores = score(checkpoint, task, dev_rows, device, max_length)
+    try:
+        results.write_json_atomic(path, {"key": key, "scores": scores})
+    except results.StoreError as err:
+        print(f"dev scores of {task.name} not kept ({err}); they are scored again next run")
+    return scores
+
+
 def score_model(
     model: torch.nn.Module,
     tokenizer,
@@ -319,22 +351,20 @@ class Plan:
                 raise
 
     def train(self) -> list[str]:
-        """Fine-tune each task not trained yet, unscored (a worker's share of ``run``).
+        """Fine-tune and score each task not trained yet (a worker's share of ``run``): the
+        scores are kept with the checkpoint, for ``run`` to read.
 
         Returns:
             The tasks trained, not reused.
         """
         device = resolve_device(self.params.device)
         done = []
-        for task, train_rows, _ in self._tasks_with_data():
+        for task, train_rows, dev_rows in self._tasks_with_data():
+            out_dir = self._out_dir(task)
             report = finetune(
-                self.params.base_model,
-                task,
-                train_rows,
-                self._out_dir(task),
-                self.settings(task),
-                device,
+                self.params.base_model, task, train_rows, out_dir, self.settings(task), device
             )
+            dev_scores(out_dir, task, dev_rows, device)
             if not report["reused"]:
                 done.append(task.name)
         return done
@@ -477,7 +507,7 @@ class Plan:
             )
             if not report["reused"]:
                 trained_here.append(task.name)
-            scores = score(out_dir, task, dev_rows, device)
+            scores = dev_scores(out_dir, task, dev_rows, device)
             reports.append(
                 {
                     "task": task.name,

@@ -7,6 +7,7 @@ import functools
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -285,6 +286,24 @@ def tiny_random_model(num_labels: int, attention: str = "eager", seed: int = 0):
 CHECKPOINT_FILES = ("*.safetensors", "*.bin", "config.json", "tokenizer.json", "vocab.txt")
 
 
+def folder_digest(folder: Path) -> str:
+    """A hash of a checkpoint folder's weights, config and vocabulary, read now (uncached).
+
+    Raises:
+        ModelError: the folder holds none of them.
+    """
+    digest = hashlib.sha256()
+    files = sorted({f for pattern in CHECKPOINT_FILES for f in Path(folder).glob(pattern)})
+    if not files:
+        raise ModelError(f"checkpoint folder {str(folder)!r} holds no weights or config.json")
+    for path in files:
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return f"sha256:{digest.hexdigest()[:16]}"
+
+
 @functools.cache
 def fingerprint(checkpoint: str, seed: int = 0) -> str:
     """What a checkpoint is, beyond its name: a hash of a local folder's weights, config and
@@ -297,16 +316,7 @@ def fingerprint(checkpoint: str, seed: int = 0) -> str:
         return f"{TINY_RANDOM}:seed{seed}"
     folder = resolve_path(checkpoint)
     if folder.is_dir():
-        digest = hashlib.sha256()
-        files = sorted({f for pattern in CHECKPOINT_FILES for f in folder.glob(pattern)})
-        if not files:
-            raise ModelError(f"checkpoint folder {checkpoint!r} holds no weights or config.json")
-        for path in files:
-            digest.update(path.name.encode())
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-        return f"sha256:{digest.hexdigest()[:16]}"
+        return folder_digest(folder)
     try:
         from huggingface_hub import model_info
 
@@ -573,10 +583,15 @@ def quantize(model: torch.nn.Module, kind: str) -> torch.nn.Module:
     activations, Hopper or Ada)."""
     from torchao import quantization as q
 
+    # set_inductor_config=False: by default torchao turns on inductor's coordinate-descent
+    # tuning for the whole process, so every later compile (other cells, other techniques)
+    # would depend on whether a quantized cell came before it. The mode alone tunes here.
     configs = {
-        "int8_dynamic": lambda: q.Int8DynamicActivationInt8WeightConfig(),
-        "int8_weight": lambda: q.Int8WeightOnlyConfig(),
-        "fp8": lambda: q.Float8DynamicActivationFloat8WeightConfig(granularity=q.PerRow()),
+        "int8_dynamic": lambda: q.Int8DynamicActivationInt8WeightConfig(set_inductor_config=False),
+        "int8_weight": lambda: q.Int8WeightOnlyConfig(set_inductor_config=False),
+        "fp8": lambda: q.Float8DynamicActivationFloat8WeightConfig(
+            granularity=q.PerRow(), set_inductor_config=False
+        ),
     }
     q.quantize_(model, configs[kind](), filter_fn=_quantizable)
     return model

@@ -327,24 +327,36 @@ def test_the_notebook_summary_leaves_out_what_was_not_measured(tmp_path):
     assert "cpu_j_per_1k_samples_mean" not in shown  # model scope: no CPU energy
 
 
-def test_a_kernel_record_profiles_16_batches_spread_over_the_pass(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("padding", "profiled"), [("longest", bench.KERNEL_BATCHES), ("max_length", 4)]
+)
+def test_a_kernel_record_profiles_batches_spread_over_the_pass(
+    tmp_path, monkeypatch, padding, profiled
+):
+    """16 batches at most; 4 where every batch has one shape and so runs the same kernels."""
     p = params.load(
-        "smoke", energy="none", tasks=["sst2"], max_samples=200, batch_sizes=[4], trials=2
+        "smoke",
+        energy="none",
+        tasks=["sst2"],
+        max_samples=200,
+        batch_sizes=[4],
+        trials=2,
+        padding=padding,
     )
     study = bench.Study(p, str(tmp_path))
     (cell,) = study.plan(["fp32"])
     run = bench.CellRun(cell, study.rows(cell.task), p, study.meter, study.label_map_for(cell.task))
-    ran, profiled = [], {}
+    ran, shares = [], {}
     run.forward = ran.append
 
     def fake_record(run_part, technique, device, share=1.0):
         run_part()
-        profiled["share"] = share
+        shares["share"] = share
         return {}
 
     monkeypatch.setattr(bench, "kernel_record", fake_record)
     run.kernel_record()
-    assert len(run.inputs) == 50 and len(ran) == bench.KERNEL_BATCHES
+    assert len(run.inputs) == 50 and len(ran) == profiled
     positions = [next(i for i, x in enumerate(run.inputs) if x is b) for b in ran]
-    assert positions == [i * 50 // 16 for i in range(16)]
-    assert profiled["share"] == pytest.approx(16 * 4 / 200)
+    assert positions == [i * 50 // profiled for i in range(profiled)]
+    assert shares["share"] == pytest.approx(profiled * 4 / 200)

@@ -122,7 +122,9 @@ def test_plan_fine_tunes_each_model_task_once(tmp_path, base_model):
     assert reports["dev_metric"].notna().all()
 
 
-def test_with_two_workers_each_checkpoint_is_trained_once_by_one_of_them(tmp_path, base_model):
+def test_with_two_workers_each_checkpoint_is_trained_once_by_one_of_them(
+    tmp_path, base_model, monkeypatch
+):
     p = plan(
         tmp_path,
         tasks=["sst2", "rte", "mnli_m", "mnli_mm"],
@@ -150,8 +152,14 @@ def test_with_two_workers_each_checkpoint_is_trained_once_by_one_of_them(tmp_pat
     assert all(w["exit"] == 0 for w in record["workers"])
     log = (tmp_path / "reports" / "logs").glob("*-finetune-worker2.log")
     assert "compiled fp32+compile (sst2) in" in next(log).read_text()
+    for task in ("sst2", "rte", "mnli_m"):  # scored by the worker that trained it
+        kept = tmp_path / "ckpt" / get_task(task).model_task / f"effbert_dev_scores-{task}.json"
+        scores = json.loads(kept.read_text())["scores"]
+        assert reports.set_index("task").loc[task, "dev_metrics"] == scores
+    monkeypatch.setattr(finetune, "score", lambda *a, **k: pytest.fail("scored again"))
     again = p.run()
     assert again["reused"].all() and len(list(run.parent.glob("*.json"))) == 1
+    assert again["dev_metric"].tolist() == reports["dev_metric"].tolist()
 
 
 def test_the_scores_table_has_a_column_per_dev_metric():
@@ -235,3 +243,36 @@ def test_a_warmed_compile_is_read_from_the_cache_by_a_fine_tuned_model(
     prepared.logits(prepared.inputs(batch))
     assert counters["inductor"]["fxgraph_cache_hit"] >= 1
     assert counters["inductor"]["fxgraph_cache_miss"] == 0
+
+
+def test_dev_scores_are_kept_with_the_checkpoint_until_weights_or_rows_change(
+    tmp_path, base_model, monkeypatch
+):
+    task = get_task("sst2")
+    rows = data.load_split(task, "synthetic", split="train", max_samples=16)
+    settings = finetune.FinetuneSettings(epochs=1, batch_size=8, max_length=32)
+    out = tmp_path / "out"
+    finetune.finetune(str(base_model), task, rows, out, settings, torch.device("cpu"))
+    dev = data.load_split(task, "synthetic", max_samples=16)
+    cpu = torch.device("cpu")
+    first = finetune.dev_scores(out, task, dev, cpu, 32)
+    assert first == finetune.score(out, task, dev, cpu, 32)
+    scored = []
+    real_score = finetune.score
+    monkeypatch.setattr(
+        finetune, "score", lambda *a, **k: scored.append(a[0]) or real_score(*a, **k)
+    )
+    assert finetune.dev_scores(out, task, dev, cpu, 32) == first and scored == []
+    finetune.dev_scores(out, task, dev.iloc[:8], cpu, 32)  # other rows
+    assert len(scored) == 1
+    model = models.load_classifier(str(out), task)
+    with torch.no_grad():
+        model.classifier.bias.add_(5.0)
+    model.save_pretrained(out)  # other weights, same folder and report
+    finetune.dev_scores(out, task, dev.iloc[:8], cpu, 32)
+    assert len(scored) == 2
+    (out / finetune.SCORES_FILE.format(task="sst2")).write_text("{damaged")
+    assert finetune.dev_scores(out, task, dev.iloc[:8], cpu, 32) == real_score(
+        out, task, dev.iloc[:8], cpu, 32
+    )
+    assert len(scored) == 3

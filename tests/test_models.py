@@ -279,3 +279,15 @@ def test_a_model_compiled_for_one_shape_takes_the_smaller_last_batch_without_rec
         ).static_rows
         is None
     )  # eager takes any shape as it is
+
+
+def test_quantizing_leaves_the_compile_settings_of_later_cells_alone():
+    """torchao's quantization would turn on coordinate-descent tuning process-wide."""
+    import torch._inductor.config as inductor
+
+    before = (inductor.coordinate_descent_tuning, inductor.force_fuse_int_mm_with_mul)
+    models.prepare(
+        models.TINY_RANDOM, get_task("sst2"), models.get_technique("int8"), torch.device("cpu")
+    )
+    assert (inductor.coordinate_descent_tuning, inductor.force_fuse_int_mm_with_mul) == before
+    assert before == (False, False)

@@ -219,3 +219,7 @@ def test_a_cell_compiled_for_one_batch_shape_has_its_own_id():
     assert "compiled_shapes" not in config("fp32", "max_length")
     assert "compiled_shapes" not in config("fp32+compile", "bucketed")
     assert "compiled_shapes" not in config("bf16+varlen+compile", "packed")
+    # compiled cells are tuned by their mode alone, unlike records from before that rule
+    assert config("bf16+varlen+graphs", "packed")["inductor"] == "mode"
+    assert config("int8+compile", "max_length")["inductor"] == "mode"
+    assert "inductor" not in config("int8", "max_length")
