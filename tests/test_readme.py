@@ -163,8 +163,7 @@ def test_the_study_time_on_one_and_two_gpus_and_their_agreement_come_from_the_re
     """The published study on one GPU; two GPUs against their one-GPU partner of the same code
     and host; the published study against that partner, cell by cell."""
     one_gpu, two_gpus, partner = (
-        config.PROJ_ROOT / "reports" / name
-        for name in ("study", "study-2gpu", "study-1gpu-shared")
+        config.PROJ_ROOT / "reports" / name for name in ("study", "study-2gpu", "study-1gpu-shared")
     )
     for reports_dir, gpus in ((one_gpu, "1 × NVIDIA H200"), (two_gpus, "2 × NVIDIA H200")):
         timed = report.time_markdown(reports_dir, "study")
