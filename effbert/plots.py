@@ -467,17 +467,21 @@ def frontier(summary: pd.DataFrame) -> Figure:
                     ax.annotate(
                         f"{cell['technique']} bs{cell['batch_size']} {cell['padding']}",
                         (cell[x], cell[f"{ENERGY}_mean"]),
-                        fontsize=6,
-                        xytext=(-6 if right else 6, 4 - 8 * near),
+                        fontsize=7,
+                        xytext=(-6 if right else 6, 4 - 9 * near),
                         ha="right" if right else "left",
                         textcoords="offset points",
                     )
                     placed.append(cell[f"{ENERGY}_mean"])
             ax.set_yscale("log")
+            ax.margins(x=0.1, y=0.15)  # room for the labels of the outermost points
             ax.set_xlabel(label)
             ax.xaxis.set_major_locator(MaxNLocator(4))
             if x == "latency_p99_ms" and (rows[x] > 0).any():
                 ax.set_xscale("log")
+                # ticks at 1, 2 and 5 of each decade: a span under one decade still gets some
+                ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
                 ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_ylabel("J per 1000 samples (log)")
             ax.set_title(task, fontsize=9)

@@ -73,8 +73,8 @@ def write_index(root: Path, runs, profile: str, baseline: str = "fp32") -> Path:
             if (root / "figures" / f"{name}.png").exists():
                 parts.append(f'<p><img src="figures/{name}.png" alt="{name} figure"></p>')
         trials = results.read_results(cfg.reports_paths(root)["results"])
-        provenance = results.provenance(trials[trials["profile"] == profile])
-        parts += ["<h2>Provenance</h2>", _table(provenance, index=False)]
+        provenance = results.provenance_sheet(trials[trials["profile"] == profile])
+        parts += ["<h2>Provenance</h2>", _table(provenance)]
     items = []
     for run in runs:
         css = run.status.split(" ")[0].replace("not", "notrun")

@@ -533,6 +533,14 @@ def provenance(trials: pd.DataFrame) -> pd.DataFrame:
     return table.reindex(columns=[*columns, "first", "last", "trials"])
 
 
+def provenance_sheet(trials: pd.DataFrame) -> pd.DataFrame:
+    """``provenance`` turned on its side, a column per environment and a row per field: a run
+    has one or two environments, so it fits the page where a row of 16 fields would not."""
+    table = provenance(trials)
+    table.index = [f"environment {i + 1}" for i in range(len(table))]
+    return table.T.rename_axis(None)
+
+
 def ratio_ci95(a, ca, b, cb):
     """The ratio ``a / b`` and the half-width of its 95% interval, propagated from both.
 

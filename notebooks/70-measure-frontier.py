@@ -45,7 +45,7 @@ cells = frontier.run(combinations=True)
 # %% [markdown]
 # ## Results
 # Energy per sample in total and above idle (`dynamic_`), latency, and whether a requested kernel
-# silently fell back (`fallback`).
+# silently fell back (a `fallback` column, shown only where some cell's did).
 
 # %%
 summary = results.summarize(cells)

@@ -36,7 +36,7 @@ baseline_technique = settings.baseline_technique
 paths = config.reports_paths(reports_dir)
 trials = results.read_results(paths["results"], settings.profile)
 summary = results.summarize(trials)
-results.provenance(trials)
+results.provenance_sheet(trials)
 
 # %% [markdown]
 # ## Results

@@ -248,3 +248,23 @@ def test_tables_of_no_measured_cell_are_empty_with_their_columns(tmp_path, statu
         assert table.empty and {"energy_vs_base", "technique"} <= set(table.columns)
         where = results.provenance(frame)
         assert where.empty and {"profile", "first", "last", "trials"} <= set(where.columns)
+        sheet = results.provenance_sheet(frame)
+        assert sheet.shape[1] == 0 and {"profile", "trials"} <= set(sheet.index)
+
+
+def test_the_provenance_sheet_has_a_column_per_environment():
+    trials = pd.DataFrame(
+        {
+            "profile": "p",
+            "status": "ok",
+            "device_name": ["A100", "A100", "H200"],
+            "git_sha": "abc",
+            "measured_at": ["2026-01-01", "2026-01-02", "2026-01-03"],
+        }
+    )
+    sheet = results.provenance_sheet(trials)
+    assert list(sheet.columns) == ["environment 1", "environment 2"]
+    assert list(sheet.loc["device_name"]) == ["A100", "H200"]
+    assert (
+        list(sheet.loc["trials"]) == [2, 1] and sheet.loc["last", "environment 1"] == "2026-01-02"
+    )
