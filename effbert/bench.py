@@ -674,6 +674,7 @@ def cell_config(
     ``fingerprints`` name the data rows, the checkpoint's content and the software, so that a
     changed input is a new cell, never a reused one.
     """
+    execution = models.get_technique(technique).execution
     return {
         "profile": params.profile,
         "task": task.name,
@@ -696,17 +697,13 @@ def cell_config(
             {"tokenize_workers": params.tokenize_workers}
             if params.scope == "end_to_end"
             and params.tokenize_workers != 1
-            and models.get_technique(technique).execution != "pipeline"
+            and execution != "pipeline"
             else {}
         ),
         **({"order": params.order} if params.order != "sequential" else {}),
         # inductor tuned by the compile mode alone (before, torchao's quantization turned on
         # coordinate-descent tuning for every later compile of the process)
-        **(
-            {"inductor": "mode"}
-            if models.get_technique(technique).execution in models.COMPILED_EXECUTIONS
-            else {}
-        ),
+        **({"inductor": "mode"} if execution in models.COMPILED_EXECUTIONS else {}),
         # compiled for one batch shape: measures other code than the compile for any shape
         **(
             {"compiled_shapes": "static"}
@@ -799,12 +796,12 @@ class CellRun:
     def kernel_record(self) -> dict:
         """``kernel_record`` over at most ``KERNEL_BATCHES`` batches spread over the pass (a
         pass of a slow cell holds ~10^5 kernels, which the profiler takes minutes to list),
-        ``KERNEL_BATCHES_ONE_SHAPE`` where every batch is padded to ``max_length`` (they run the
-        same kernels), its busy time scaled to the whole pass; end-to-end cells profile a
+        ``KERNEL_BATCHES_ONE_SHAPE`` where the batches share one shape (a ``BatchCycle``: they run
+        the same kernels), its busy time scaled to the whole pass; end-to-end cells profile a
         whole pass."""
         if not self.model_scope:
             return kernel_record(self.run_pass, self.cell.technique, self.device)
-        limit = KERNEL_BATCHES_ONE_SHAPE if self.cell.padding == "max_length" else KERNEL_BATCHES
+        limit = KERNEL_BATCHES if self.cycle is None else KERNEL_BATCHES_ONE_SHAPE
         picked = spread(len(self.inputs), min(len(self.inputs), limit))
         filled = self.prepared.static_rows or 0
         rows = [max(b.n_samples, filled) for b in self.batches]  # the rows each batch runs
