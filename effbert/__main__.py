@@ -1,7 +1,7 @@
-"""``python -m effbert``: see ``effbert.runner``."""
+"""``python -m effbert``: see ``effbert.cli``."""
 
 import sys
 
-from effbert.runner import main
+from effbert.cli import main
 
 sys.exit(main())

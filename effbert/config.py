@@ -13,6 +13,7 @@ REPORTS_DIR = PROJ_ROOT / "reports"
 MODELS_DIR = PROJ_ROOT / "models"
 
 ENV_REF = re.compile(r"\$\{(\w+)\}")
+WORKER_ENV = "EFFBERT_WORKER"  # set in a worker process: its index among the run's workers
 
 
 class ProfileError(ValueError):

@@ -12,10 +12,11 @@ import pandas as pd
 import torch
 
 from effbert.config import project_relative, resolve_path
-from effbert.params import PADDINGS, SOURCES
 from effbert.tasks import GlueTask
 
 HUB_DATASET = "nyu-mll/glue"
+SOURCES = ("hub", "local", "synthetic")
+PADDINGS = ("max_length", "longest", "bucketed", "packed")
 
 # A fixed vocabulary for synthetic rows: consonant-vowel syllable pairs ("bako", "tesu", ...).
 _SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]

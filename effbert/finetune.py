@@ -1,272 +1,28 @@
-"""Fine-tune a base DistilBERT on a GLUE task's train split, for hosts without task checkpoints."""
+"""The fine-tuning notebook's work: a checkpoint per task that has train data, trained (or
+reused) and scored, spread over worker processes where a GPU can hold several; meanwhile the
+measurement notebooks' compiled models are compiled once into torch.compile's caches."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from effbert import config as cfg
-from effbert import data, metrics, models, results, workers
+from effbert import data, models, pool, runs
 from effbert.config import project_relative, resolve_path
 from effbert.environment import captured, resolve_device
-from effbert.params import ALL, FINETUNE, FinetuneSettings, Params, load, plan_points
+from effbert.params import ALL, FINETUNE, FinetuneSettings, Params, plan_points
+from effbert.profiles import load
 from effbert.tasks import GlueTask, get_task
-
-REPORT_FILE = "effbert_finetune.json"
-SCORES_FILE = "effbert_dev_scores-{task}.json"  # a checkpoint's dev scores, per GLUE task
-
-
-def _label_config(task: GlueTask) -> dict:
-    if task.is_regression:
-        return {"num_labels": 1, "problem_type": "regression"}
-    return {
-        "num_labels": task.num_labels,
-        "id2label": dict(enumerate(task.label_names)),
-        "label2id": {name: i for i, name in enumerate(task.label_names)},
-    }
-
-
-def _base_classifier(base_model: str, task: GlueTask, attention: str | None = None):
-    """The base model with a new head sized and labelled for ``task`` (``attention``: the
-    attention implementation, transformers' default where None)."""
-    from transformers import AutoModelForSequenceClassification
-
-    return AutoModelForSequenceClassification.from_pretrained(
-        models.locate(base_model),
-        ignore_mismatched_sizes=True,
-        attn_implementation=attention,
-        **_label_config(task),
-    )
-
-
-def finetune(
-    base_model: str,
-    task: GlueTask,
-    train_rows: pd.DataFrame,
-    out_dir: Path,
-    settings: FinetuneSettings,
-    device: torch.device,
-    after_epoch: Callable[[torch.nn.Module, int], None] | None = None,
-) -> dict:
-    """Train ``base_model`` on ``train_rows`` and save a checkpoint with GLUE label names.
-
-    A checkpoint already in ``out_dir`` from the same base model and settings is reused.
-    ``after_epoch(model, epoch)``, if given, runs after each full epoch (its time counts in
-    the fine-tune's wall time); the model is back in training mode afterwards.
-
-    Returns:
-        A report: task, settings, wall time of the fine-tune, whether it was reused.
-    """
-    from transformers import get_linear_schedule_with_warmup
-
-    out_dir = Path(out_dir)
-    report_path = out_dir / REPORT_FILE
-    identity = _identity(base_model, task, train_rows, settings)
-    previous = trained(out_dir, identity)
-    if previous is not None:
-        return {**previous, "reused": True}
-
-    torch.manual_seed(settings.seed)
-    tokenizer = models.load_tokenizer(base_model)
-    model = _base_classifier(base_model, task)
-    if settings.reinit_layers:
-        _reinit(model.distilbert.transformer.layer[-settings.reinit_layers :], model.config)
-    model = model.to(device)
-    steps_per_epoch = math.ceil(len(train_rows) / settings.batch_size)
-    steps = math.ceil(settings.epochs * steps_per_epoch)
-    optimizer = torch.optim.AdamW(
-        _parameter_groups(model, settings),
-        lr=settings.lr,
-        weight_decay=settings.weight_decay,
-        fused=device.type == "cuda",
-    )
-    schedule = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * steps), steps)
-    label_dtype = torch.float32 if task.is_regression else torch.long
-
-    start = time.perf_counter()
-    model.train()
-    # Executed notebooks keep every redraw of a text progress bar: redraw every 5 s at most.
-    progress = tqdm(
-        total=steps,
-        desc=f"fine-tune {task.model_task}",
-        unit="step",
-        mininterval=5.0,
-        file=sys.stdout,
-    )
-    step, epoch = 0, 0
-    while step < steps:
-        # GLUE train files keep related rows together (SST-2 phrases of one sentence, CoLA
-        # sentences of one source): shuffle rows, not just batches, every epoch.
-        rows = train_rows.sample(frac=1, random_state=settings.seed + epoch).reset_index(drop=True)
-        labels = torch.tensor(rows["label"].to_numpy(), dtype=label_dtype)
-        epoch += 1
-        for batch in data.make_batches(
-            tokenizer, rows, settings.batch_size, "longest", settings.max_length
-        ):
-            if step == steps:
-                break
-            batch = batch.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = model(**batch.inputs(), labels=labels[batch.row_index].to(device)).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            progress.update()
-            if step % 50 == 0:
-                progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-        else:
-            if after_epoch is not None:
-                after_epoch(model, epoch)
-                model.train()
-    progress.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    train_time_s = time.perf_counter() - start
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    report = {
-        **identity,
-        "train_time_s": train_time_s,
-        "steps": steps,
-        "device_name": device_name,
-        "reused": False,
-    }
-    report_path.write_text(json.dumps(report, indent=1))
-    return report
-
-
-def _identity(base_model: str, task: GlueTask, train_rows: pd.DataFrame, settings) -> dict:
-    """What a checkpoint was trained from: reused only where all of it matches."""
-    return {
-        "task": task.model_task,
-        "base_model": str(base_model),
-        "train_rows": len(train_rows),
-        "settings": asdict(settings),
-    }
-
-
-def trained(out_dir: Path, identity: dict) -> dict | None:
-    """The report of a checkpoint in ``out_dir`` trained as ``identity`` says, else None."""
-    report_path = Path(out_dir) / REPORT_FILE
-    if not report_path.exists():
-        return None
-    try:
-        previous = json.loads(report_path.read_text())
-    except ValueError:
-        return None  # a damaged report: train again
-    return previous if {k: previous.get(k) for k in identity} == identity else None
-
-
-def _parameter_groups(model: torch.nn.Module, settings: FinetuneSettings) -> list[dict]:
-    """Per-group learning rates: the head at ``head_lr``, encoder layer ``i`` of ``n`` at
-    ``lr * layer_lr_decay ** (n - i)`` counted from the head, the embeddings lowest."""
-    encoder = model.distilbert
-    layers = list(encoder.transformer.layer)
-    below_head = [encoder.embeddings, *layers]  # bottom to top
-    groups = [
-        {
-            "params": list(module.parameters()),
-            "lr": settings.lr * settings.layer_lr_decay ** (len(layers) - i),
-        }
-        for i, module in enumerate(below_head)
-    ]
-    in_encoder = {id(p) for p in encoder.parameters()}
-    head = [p for p in model.parameters() if id(p) not in in_encoder]
-    groups.append({"params": head, "lr": settings.head_lr or settings.lr})
-    return groups
-
-
-def _reinit(layers: torch.nn.Module, config) -> None:
-    """Draw encoder layers afresh, as a new DistilBERT would (BERT's initialisation)."""
-    for module in layers.modules():
-        if isinstance(module, torch.nn.Linear):
-            torch.nn.init.normal_(module.weight, std=config.initializer_range)
-            torch.nn.init.zeros_(module.bias)
-        elif isinstance(module, torch.nn.LayerNorm):
-            torch.nn.init.ones_(module.weight)
-            torch.nn.init.zeros_(module.bias)
-
-
-def score(
-    checkpoint: Path,
-    task: GlueTask,
-    dev_rows: pd.DataFrame,
-    device: torch.device,
-    max_length: int = 128,
-) -> dict[str, float]:
-    """The task's dev metrics of a saved checkpoint, in fp32."""
-    prepared = models.prepare(str(checkpoint), task, models.get_technique("fp32"), device)
-    return _dev_scores(prepared, models.load_tokenizer(str(checkpoint)), task, dev_rows, max_length)
-
-
-def dev_scores(
-    checkpoint: Path,
-    task: GlueTask,
-    dev_rows: pd.DataFrame,
-    device: torch.device,
-    max_length: int = 128,
-) -> dict[str, float]:
-    """``score``, kept in the checkpoint folder: read back where the weights, the dev rows and
-    ``max_length`` are the ones scored (a fine-tune worker scores its checkpoints, so the
-    notebook reads them), else scored again."""
-    key = {
-        "task": task.name,
-        "checkpoint": models.folder_digest(Path(checkpoint)),  # weights retrained since count
-        "dev_rows": data.fingerprint(dev_rows),
-        "max_length": max_length,
-    }
-    path = Path(checkpoint) / SCORES_FILE.format(task=task.name)
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        saved = {}
-    if isinstance(saved, dict) and saved.get("key") == key:
-        return saved["scores"]
-    scores = score(checkpoint, task, dev_rows, device, max_length)
-    try:
-        results.write_json_atomic(path, {"key": key, "scores": scores})
-    except results.StoreError as err:
-        print(f"dev scores of {task.name} not kept ({err}); they are scored again next run")
-    return scores
-
-
-def score_model(
-    model: torch.nn.Module,
-    tokenizer,
-    task: GlueTask,
-    dev_rows: pd.DataFrame,
-    device: torch.device,
-    max_length: int = 128,
-) -> dict[str, float]:
-    """Dev metrics of a model being fine-tuned (labels already in GLUE order), in fp32."""
-    model.eval()
-    prepared = models.Prepared(model, models.get_technique("fp32"), device)
-    return _dev_scores(prepared, tokenizer, task, dev_rows, max_length)
-
-
-def _dev_scores(prepared, tokenizer, task, dev_rows, max_length) -> dict[str, float]:
-    batches = data.make_batches(tokenizer, dev_rows, 64, "longest", max_length)
-    scores, _ = metrics.compute(
-        task, prepared.predict(batches, len(dev_rows)), dev_rows["label"].to_numpy()
-    )
-    return scores
+from effbert.techniques import parse, static_rows, unsupported_reason
+from effbert.train import REPORT_FILE, _identity, dev_scores, finetune, trained
 
 
 def scores_table(reports: pd.DataFrame) -> pd.DataFrame:
@@ -276,7 +32,7 @@ def scores_table(reports: pd.DataFrame) -> pd.DataFrame:
     return table.round({"train_time_s": 1, **{c: 4 for c in scores.columns}})
 
 
-class Plan:
+class FinetunePlan:
     """The fine-tuning notebook's work: one checkpoint per task that has train data."""
 
     def __init__(self, params: Params, reports_dir: str = "reports") -> None:
@@ -285,8 +41,10 @@ class Plan:
         self.log_path = self.paths["logs"] / f"{params.profile}.log"
 
     @classmethod
-    def from_profile(cls, profile: str, reports_dir: str = "reports") -> Plan:
-        return cls(load(profile), reports_dir)
+    def from_profile(
+        cls, profile: str, reports_dir: str = "reports", shard: str = ""
+    ) -> FinetunePlan:
+        return cls(load(profile, shard=shard), reports_dir)
 
     def settings(self, task: GlueTask) -> FinetuneSettings:
         return self.params.finetune_settings(task)
@@ -370,7 +128,7 @@ class Plan:
         return done
 
     def _untrained_steps(self) -> dict[str, int]:
-        """Per task still to train: its optimizer steps, the cost that balances workers."""
+        """Per task still to train: its optimizer steps, the cost that balances pool."""
         steps, seen = {}, set()
         for task, train_rows, _ in self._tasks_with_data():
             if task.model_task in seen:  # mnli_m and mnli_mm share one checkpoint
@@ -385,16 +143,16 @@ class Plan:
 
     def _train_on_workers(self) -> None:
         """Train the untrained tasks in ``finetunes_per_gpu`` workers per visible GPU, where
-        that makes several workers.
+        that makes several pool.
 
         Raises:
-            workers.WorkerError: a worker failed; the checkpoints finished are kept.
+            pool.WorkerError: a worker failed; the checkpoints finished are kept.
         """
-        slots = workers.finetune_slots(self.params)
+        slots = pool.finetune_slots(self.params)
         steps = self._untrained_steps() if len(slots) > 1 and self.params.base_model else {}
         if len(steps) < 2:
             return
-        groups = workers.balance_slots(steps, slots)
+        groups = pool.balance_slots(steps, slots)
         values = dataclasses.asdict(self.params)
 
         def spec(tasks: list[str]) -> dict:
@@ -425,16 +183,16 @@ class Plan:
         slots = slots + [gpus[i % len(gpus)] for i in range(len(warmups))]
         groups = groups + [[name] for name in warmups]
         watched = [self._out_dir(get_task(t)) / REPORT_FILE for t in steps]
-        spawned = workers.spawn(
+        spawned = pool.spawn(
             self.paths, self.params.profile, "finetune", slots, groups, spec_or_warmup, watched
         )
         trainers = [w for w in spawned if w["tasks"][0] not in warmups]
         for worker in spawned:
             if worker not in trainers and worker["process"].returncode != 0:
                 print(f"a compile warm-up failed (the notebook compiles it): see {worker['log']}")
-        failed = workers.failures(trainers)
+        failed = pool.failures(trainers)
         if failed:
-            raise workers.WorkerError(
+            raise pool.WorkerError(
                 f"{failed}. Finished checkpoints are kept; run again to train the rest"
             )
 
@@ -445,7 +203,7 @@ class Plan:
         points = plan_points(p, p.techniques, False) + plan_points(p, [], True)
         seen, warmups = set(), []
         for technique, batch_size, padding, tasks in points:
-            if models.get_technique(technique).execution not in models.COMPILED_EXECUTIONS:
+            if not parse(technique).compiled:
                 continue
             for name in (t for t in tasks if t in p.tasks):
                 key = (technique, int(batch_size), padding, get_task(name).num_labels)
@@ -472,17 +230,17 @@ class Plan:
         base = self.params.base_model
         tokenizer = models.load_tokenizer(base)
         for point in points:
-            task, technique = get_task(point["task"]), models.get_technique(point["technique"])
-            if models.unsupported_reason(technique, device):
+            task, technique = get_task(point["task"]), parse(point["technique"])
+            if unsupported_reason(technique, device):
                 continue
             try:
                 rows = self._rows(task, "dev")
             except data.DataError:
                 continue
             start = time.perf_counter()
-            model = _base_classifier(base, task, technique.attn_implementation).eval()
+            model = models.load_base_classifier(base, task, technique.attn_implementation).eval()
             batch_size, padding = point["batch_size"], point["padding"]
-            shape_rows = models.static_rows(technique, batch_size, padding, self.params.scope)
+            shape_rows = static_rows(technique, batch_size, padding, self.params.scope)
             prepared = models.apply_technique(model, technique, device, None, shape_rows)
             batches = data.make_batches(
                 tokenizer, rows, batch_size, padding, self.params.max_length
@@ -521,7 +279,7 @@ class Plan:
             )
         if trained_here:
             wall_s = time.perf_counter() - started
-            workers.record_here(
+            runs.record_here(
                 self.paths["results"], self.params.profile, "finetune", trained_here, wall_s
             )
         columns = ["task", "metric", "dev_metric", "dev_metrics", "train_time_s", "reused"]

@@ -1,15 +1,15 @@
-"""Execute the notebooks with a profile: ``python -m effbert run --profile smoke``.
+"""Execute the notebooks with a profile (``python -m effbert run --profile smoke``).
 
-The profile is checked first (``effbert.params``). Each ``notebooks/NN-verb-object.py`` is read
-with jupytext and executed by papermill, which injects only the profile's name, the reports
-folder and ``force``; the notebook's Setup loads the profile itself. The executed notebook is
-saved to ``reports/executed/<stem>.ipynb`` and converted to ``reports/<stem>.html``;
-``reports/index.html`` links them in order.
+The profile is checked first (``effbert.profiles``). Each ``notebooks/NN-verb-object.py`` is
+read with jupytext and executed by papermill, which injects only what the parameters cells
+declare (the profile's name, the reports folder, ``force``, the shard); the notebook's Setup
+loads the profile itself. The executed notebook is saved to ``reports/executed/<stem>.ipynb``
+and converted to ``reports/<stem>.html``; ``reports/index.html`` links them in order.
 """
 
 from __future__ import annotations
 
-import argparse
+import ast
 import json
 import os
 import socket
@@ -20,12 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from effbert import config as cfg
-from effbert import params as prm
-from effbert import report, results
+from effbert import pool, profiles, report, results, runs
+from effbert.models import TINY_RANDOM
+from effbert.params import Params
 
 NOTEBOOK_GLOB = "[0-9][0-9]-*.py"
-INJECTED = ("profile", "reports_dir", "force")  # what papermill sets in a parameters cell
+
+
+INJECTED = ("profile", "reports_dir", "force", "shard")  # what papermill sets in a parameters cell
 
 
 @dataclass
@@ -53,8 +58,6 @@ def read_notebook(path: Path):
 
 def declared_parameters(path: Path) -> dict[str, Any]:
     """Parameter name -> default value, from the notebook's cell tagged ``parameters``."""
-    import ast
-
     import papermill as pm
 
     nb = read_notebook(path)
@@ -65,12 +68,10 @@ def declared_parameters(path: Path) -> dict[str, Any]:
     return {name: ast.literal_eval(p["default"]) for name, p in inferred.items()}
 
 
-def check_can_run(params: prm.Params) -> None:
+def check_can_run(params: Params) -> None:
     """Stop at once when the profile needs a GPU or the Hub and this machine lacks them."""
     missing = []
     if params.device.startswith("cuda"):
-        import torch
-
         if not torch.cuda.is_available():
             missing.append("a CUDA GPU (device: cuda; torch sees none)")
     if uses_hub(params) and not hub_reachable():
@@ -83,12 +84,14 @@ def check_can_run(params: prm.Params) -> None:
         )
 
 
-def uses_hub(params: prm.Params) -> bool:
+def uses_hub(params: Params) -> bool:
     """Hub data, or a checkpoint or base model that is no local folder (so a Hub id)."""
     if params.data_source == "hub":
         return True
     specs = [*params.checkpoints.values(), params.base_model, params.model]
-    return any(spec and spec != prm.TINY_RANDOM and not prm.looks_like_path(spec) for spec in specs)
+    return any(
+        spec and spec != TINY_RANDOM and not profiles.looks_like_path(spec) for spec in specs
+    )
 
 
 def hub_reachable(timeout_s: float = 3.0) -> bool:
@@ -111,8 +114,11 @@ def analysis_only(only: list[str] | None) -> bool:
 
 
 def validated_profile(
-    profile_name: str, notebooks_dir: Path = cfg.NOTEBOOKS_DIR, machine: bool = True
-) -> tuple[prm.Params, dict[Path, list[str]]]:
+    profile_name: str,
+    notebooks_dir: Path = cfg.NOTEBOOKS_DIR,
+    machine: bool = True,
+    shard: str = "",
+) -> tuple[Params, dict[Path, list[str]]]:
     """Load and check a profile, and that each notebook declares only what the runner injects.
 
     Args:
@@ -125,7 +131,7 @@ def validated_profile(
     Raises:
         ProfileError: a bad key, type or value, or a GPU or Hub this machine lacks.
     """
-    params = prm.load(profile_name, inputs=machine)
+    params = profiles.load(profile_name, inputs=machine, shard=shard)
     declared = {path: list(declared_parameters(path)) for path in notebook_paths(notebooks_dir)}
     for path, names in declared.items():
         extra = set(names) - set(INJECTED)
@@ -136,11 +142,9 @@ def validated_profile(
             )
     if machine:
         check_can_run(params)
-        from effbert import workers
-
         try:
-            workers.worker_slots(params)
-        except workers.WorkerError as err:
+            pool.worker_slots(params)
+        except pool.WorkerError as err:
             raise cfg.ProfileError(str(err)) from err
     return params, declared
 
@@ -155,6 +159,7 @@ def run_profile(
     force: bool = False,
     only: list[str] | None = None,
     notebooks_dir: Path = cfg.NOTEBOOKS_DIR,
+    shard: str = "",
 ) -> list[NotebookRun]:
     """Validate the profile, then execute the notebooks in order and write ``index.html``.
 
@@ -165,20 +170,22 @@ def run_profile(
         ProfileError: a bad profile, before any notebook runs.
         RunInterrupted: Ctrl-C; the index is written and every finished cell is kept.
     """
-    params, declared = validated_profile(profile_name, notebooks_dir, not analysis_only(only))
+    machine = not analysis_only(only)
+    params, declared = validated_profile(profile_name, notebooks_dir, machine, shard)
     paths = list(declared)
     out = cfg.reports_paths(reports_dir)
     selected = [p for p in paths if not only or any(p.stem.startswith(o) for o in only)]
-    runs = [earlier_run(out["executed"], p.stem) for p in paths]
+    notebook_runs = [earlier_run(out["executed"], p.stem) for p in paths]
     given = {
         "profile": profile_argument(profile_name),
         "reports_dir": cfg.project_relative(out["root"]),
         "force": force,
+        "shard": shard,
     }
     started, since = time.perf_counter(), time.time()
     walls: dict[str, float] = {}
     interrupted = False
-    for number, (path, run) in enumerate(zip(paths, runs, strict=True), start=1):
+    for number, (path, run) in enumerate(zip(paths, notebook_runs, strict=True), start=1):
         if path not in selected:
             continue
         injected = {k: v for k, v in given.items() if k in declared[path]}
@@ -194,23 +201,25 @@ def run_profile(
             break
         print(f"[{number}/{len(paths)}] {path.stem}: {run.status} ({elapsed_s:.0f} s)", flush=True)
     if not analysis_only(only):  # analysis alone reads records: no GPU time to account for
-        _record_run(params, out, runs, walls, time.perf_counter() - started, since)
-    report.write_index(out["root"], runs, params.profile, params.baseline_technique)
+        _record_run(params, out, notebook_runs, walls, time.perf_counter() - started, since)
+    report.write_index(out["root"], notebook_runs, params.profile, params.baseline_technique)
     if interrupted:
         raise RunInterrupted(_resume_hint(params, out, profile_name))
-    print(report.closing_summary(out["root"], runs, params.profile, params.baseline_technique))
-    return runs
+    print(
+        report.closing_summary(
+            out["root"], notebook_runs, params.profile, params.baseline_technique
+        )
+    )
+    return notebook_runs
 
 
-def _record_run(params, out, runs, walls: dict[str, float], wall_s: float, since: float) -> None:
-    """The run's record (``workers.write_run``, kind ``reproduce``): the GPUs it had, each
+def _record_run(
+    params, out, notebook_runs, walls: dict[str, float], wall_s: float, since: float
+) -> None:
+    """The run's record (``runs.write_run``, kind ``reproduce``): the GPUs it had, each
     notebook's wall time and how many cells it measured, for the GPU time a study takes."""
-    from effbert import workers
-
-    gpus = workers.visible_gpus() if params.device in ("auto", "cuda") else []
+    gpus = pool.visible_gpus() if params.device in ("auto", "cuda") else []
     if gpus:
-        import torch
-
         device_name = torch.cuda.get_device_name(0)
     else:
         device_name = "cpu"
@@ -219,11 +228,11 @@ def _record_run(params, out, runs, walls: dict[str, float], wall_s: float, since
     measured = [p for p in changed if _status(p) in ("ok", "failed")]  # not re-saved skips
     notebooks = [
         {"stem": r.stem, "status": r.status, "wall_s": round(walls[r.stem], 1)}
-        for r in runs
+        for r in notebook_runs
         if r.stem in walls
     ]
     extra = {"gpus": len(gpus), "device_name": device_name, "cells_measured": len(measured)}
-    workers.write_run(
+    runs.write_run(
         out["results"], params.profile, "reproduce", wall_s, [], notebooks=notebooks, **extra
     )
 
@@ -235,7 +244,7 @@ def _status(cell_path: Path) -> str | None:
         return None  # a damaged record: the results tables report it
 
 
-def _resume_hint(params: prm.Params, out: dict[str, Path], profile_name: str) -> str:
+def _resume_hint(params: Params, out: dict[str, Path], profile_name: str) -> str:
     finished = len(list((out["cells"] / params.profile).glob("*.json")))
     return (
         f"interrupted: {finished} finished cells of profile {params.profile!r} are kept in "
@@ -323,72 +332,9 @@ def _write_failure(err: OSError, kept: Path) -> str:
     )
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` so that ``path`` holds either the old or the whole new content.
-
-    Raises:
-        OSError: the page could not be written; its ``filename`` names ``path``.
-    """
-    try:
-        results.write_file_atomic(path, lambda handle: handle.write(text))
-    except OSError as err:
-        if not err.filename:
-            err.filename = str(path)
-        raise
-
-
 def to_html(executed: Path, target: Path) -> None:
     import nbformat
     from nbconvert import HTMLExporter
 
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
-    write_text_atomic(target, body)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m effbert", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="execute the notebooks with a profile")
-    run.add_argument("--profile", default="smoke", help="name in params/ or a .yaml path")
-    run.add_argument("--reports-dir", default=str(cfg.REPORTS_DIR))
-    run.add_argument("--force", action="store_true", help="re-measure finished cells")
-    run.add_argument("--only", nargs="*", help="notebook stems (or prefixes) to run")
-    check = sub.add_parser("check", help="validate a profile without running anything")
-    check.add_argument("--profile", default="smoke")
-    sub.add_parser("params", help="list every parameter: type, default and help")
-    table = sub.add_parser("summary", help="print a profile's results beside the baseline")
-    table.add_argument("--profile", required=True)
-    table.add_argument("--reports-dir", default=str(cfg.REPORTS_DIR))
-    table.add_argument("--task", help="one task only")
-    table.add_argument("--format", choices=report.FORMATS, default="markdown")
-    args = parser.parse_args(argv)
-
-    try:
-        if args.command == "params":
-            print(prm.describe())
-            return 0
-        if args.command == "summary":
-            print(report.summary_table(args.profile, args.reports_dir, args.task, args.format))
-            return 0
-        if args.command == "check":
-            params, _ = validated_profile(args.profile)
-            print(f"profile {params.profile!r} is valid and can run here")
-            return 0
-        runs = run_profile(args.profile, args.reports_dir, args.force, args.only)
-    except (cfg.ProfileError, FileNotFoundError) as err:
-        print(f"effbert: {err}", file=sys.stderr)
-        return 2
-    except RunInterrupted as err:
-        print(f"effbert: {err}", file=sys.stderr)
-        return 130
-    except OSError as err:
-        print(f"effbert: {_write_failure(err, Path('nothing'))}", file=sys.stderr)
-        return 1
-    failed = [r for r in runs if r.status == "failed"]
-    for r in failed:
-        print(
-            f"effbert: notebook {r.stem} failed at {r.message}; see "
-            f"{Path(args.reports_dir) / 'executed' / (r.stem + '.ipynb')}",
-            file=sys.stderr,
-        )
-    return 1 if failed else 0
+    results.write_text_atomic(target, body)

@@ -22,16 +22,16 @@
 # %% tags=["parameters"]
 profile: str = "smoke"  # a profile in params/ (or a .yaml path): every setting comes from it
 reports_dir: str = "reports"  # results, figures and reports go here
-force: bool = False  # re-measure cells that already have results
+shard: str = ""  # I/N: this host's share of the profile's tasks (effbert run --shard)
 
 # %% [markdown]
 # ## Setup
 # The profile's settings, checked and resolved (`python -m effbert params` explains each one).
 
 # %%
-from effbert import bench
+from effbert import plan, sweep
 
-study = bench.Study.from_profile(profile, reports_dir, force)
+study = plan.Plan.from_profile(profile, reports_dir, shard)
 study.settings_table()
 
 # %% [markdown]
@@ -39,7 +39,7 @@ study.settings_table()
 # The device, its software, the energy meter and the device's idle power.
 
 # %%
-study.environment().to_frame()
+sweep.Sweep(study).environment().to_frame()
 
 # %% [markdown]
 # ## Results

@@ -23,6 +23,7 @@
 # %% tags=["parameters"]
 profile: str = "smoke"  # a profile in params/ (or a .yaml path): every setting comes from it
 reports_dir: str = "reports"  # results, figures and reports go here
+shard: str = ""  # I/N: this host's share of the profile's tasks (effbert run --shard)
 
 # %% [markdown]
 # ## Setup
@@ -32,7 +33,7 @@ reports_dir: str = "reports"  # results, figures and reports go here
 # %%
 from effbert import finetune
 
-plan = finetune.Plan.from_profile(profile, reports_dir)
+plan = finetune.FinetunePlan.from_profile(profile, reports_dir, shard)
 plan.overview()
 
 # %% [markdown]

@@ -35,15 +35,16 @@
 profile: str = "smoke"  # a profile in params/ (or a .yaml path): every setting comes from it
 reports_dir: str = "reports"  # results, figures and reports go here
 force: bool = False  # re-measure cells that already have results
+shard: str = ""  # I/N: this host's share of the profile's tasks (effbert run --shard)
 
 # %% [markdown]
 # ## Setup
 # The profile's settings, checked and resolved; library warnings go to the log it names.
 
 # %%
-from effbert import bench
+from effbert import plan, plots, stats, sweep, tables
 
-study = bench.Study.from_profile(profile, reports_dir, force)
+study = plan.Plan.from_profile(profile, reports_dir, shard)
 study.settings_table()
 
 # %% [markdown]
@@ -55,7 +56,7 @@ study.settings_table()
 # with the same inputs are read back, not measured again.
 
 # %%
-records = study.run(study.params.techniques)
+records = sweep.Sweep(study, force).run(study.cells(study.params.techniques))
 
 # %% [markdown]
 # ## Results
@@ -63,13 +64,14 @@ records = study.run(study.params.techniques)
 # study found int8 *raised* energy and fp16 with fused attention lowered it most.
 
 # %%
-study.summary(records)
+tables.cell_summary(records)
 
 # %%
-study.skipped(records)
+tables.skipped(records)
 
 # %%
-study.figure(study.params.techniques)
+techniques, baseline = study.params.techniques, study.params.baseline_technique
+plots.compare(stats.summarize(study.recorded()), techniques, baseline)
 
 # %% [markdown]
 # ## Checks

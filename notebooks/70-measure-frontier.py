@@ -25,14 +25,15 @@
 profile: str = "smoke"  # a profile in params/ (or a .yaml path): every setting comes from it
 reports_dir: str = "reports"  # results, figures and reports go here
 force: bool = False  # re-measure cells that already have results
+shard: str = ""  # I/N: this host's share of the profile's tasks (effbert run --shard)
 
 # %% [markdown]
 # ## Setup
 
 # %%
-from effbert import bench, plots, results
+from effbert import figures, plan, stats, sweep, tables
 
-frontier = bench.Study.from_profile(profile, reports_dir, force)
+frontier = plan.Plan.from_profile(profile, reports_dir, shard)
 
 # %% [markdown]
 # ## Measure
@@ -40,7 +41,7 @@ frontier = bench.Study.from_profile(profile, reports_dir, force)
 # is recorded as `prepare_s`, with the peak GPU memory and the kernels that ran.
 
 # %%
-cells = frontier.run(combinations=True)
+cells = sweep.Sweep(frontier, force).run(frontier.cells(combinations=True))
 
 # %% [markdown]
 # ## Results
@@ -48,15 +49,15 @@ cells = frontier.run(combinations=True)
 # silently fell back (a `fallback` column, shown only where some cell's did).
 
 # %%
-summary = results.summarize(cells)
+summary = stats.summarize(cells)
 shown = summary.filter(
     regex="^(task|technique|batch_size|padding|fallback|prepare_s|peak_memory_mb|latency_p99_ms)$"
     "|^(j_per_1k_samples|dynamic_j_per_1k_samples|samples_per_s)_(mean|ci95)$|metric_value"
 )
-results.with_intervals(shown.dropna(axis=1, how="all"))
+tables.with_intervals(shown.dropna(axis=1, how="all"))
 
 # %%
-plots.frontier(summary)
+figures.frontier(summary)
 
 # %% [markdown]
 # ## Checks

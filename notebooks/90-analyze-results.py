@@ -29,14 +29,14 @@ reports_dir: str = "reports"  # results, figures and reports go here
 # The profile's records: where and with what they were measured.
 
 # %%
-from effbert import config, params, plots, report, results
+from effbert import config, figures, profiles, results, stats, tables
 
-settings = params.load(profile, inputs=False)
+settings = profiles.load(profile, inputs=False)
 baseline_technique = settings.baseline_technique
 paths = config.reports_paths(reports_dir)
 trials = results.read_results(paths["results"], settings.profile)
-summary = results.summarize(trials)
-results.provenance_sheet(trials)
+summary = stats.summarize(trials)
+tables.provenance_sheet(trials)
 
 # %% [markdown]
 # ## Results
@@ -45,16 +45,16 @@ results.provenance_sheet(trials)
 # %%
 from IPython.display import Markdown
 
-Markdown(report.comparison_markdown(summary))
+Markdown(tables.comparison_markdown(summary))
 
 # %%
-figures = plots.save_all(summary, paths["figures"], baseline_technique)
-[str(p.relative_to(paths["root"])) for p in figures]
+saved = figures.save_all(summary, paths["figures"], baseline_technique)
+[str(p.relative_to(paths["root"])) for p in saved]
 
 # %%
 from IPython.display import Image, display
 
-for path in figures:
+for path in saved:
     display(Image(filename=str(path)))
 
 # %% [markdown]
@@ -71,7 +71,7 @@ trials[trials["status"] == "skipped"][["task", "technique", "reason"]].drop_dupl
 # Each claim judged from the records, task by task, with the rules stated under the table.
 
 # %%
-Markdown(report.claims_markdown(summary))
+Markdown(tables.claims_markdown(summary))
 
 # %% [markdown]
 # ## Conclusion
@@ -79,11 +79,11 @@ Markdown(report.claims_markdown(summary))
 # (ids in `results/cells/`) it comes from.
 
 # %%
-Markdown(results.findings(summary, baseline_technique))
+Markdown(tables.findings(summary, baseline_technique))
 
 # %% [markdown]
 # ## Checks
 
 # %%
-assert all(p.exists() and p.stat().st_size > 0 for p in figures)
+assert all(p.exists() and p.stat().st_size > 0 for p in saved)
 assert not summary.empty, f"no measured cell in profile {profile}"

@@ -15,7 +15,7 @@ import argparse
 
 import pandas as pd
 
-from effbert import bench, params, report, results
+from effbert import floor, kernels, plan, profiles, results, stats, sweep
 
 
 def main() -> None:
@@ -28,10 +28,10 @@ def main() -> None:
     overrides = {"trials": 3, "min_window_s": 1.0, "warmup_s": 1.0} if args.quick else {}
     if args.tasks:
         overrides["tasks"] = args.tasks
-    study = bench.Study(params.load(args.profile, **overrides), args.reports_dir)
-    trials = study.run(combinations=True)
-    summary = results.summarize(trials)
-    table = report.floor_table(summary, trials)
+    study = plan.Plan(profiles.load(args.profile, **overrides), args.reports_dir)
+    trials = sweep.Sweep(study).run(study.cells(combinations=True))
+    summary = stats.summarize(trials)
+    table = floor.floor_table(summary, trials)
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(table.to_string(index=False))
     failed = trials[trials["status"] != "ok"].drop_duplicates("cell_id")
@@ -44,13 +44,13 @@ def main() -> None:
         print(
             f"{task}: GPU time of the best cell ({best['technique']}, bs={best['batch_size']},"
             f" {best['padding']}) by kernel kind: "
-            f"{report.kernel_split(record.get('kernels') or {})}"
+            f"{kernels.kernel_split(record.get('kernels') or {})}"
         )
         windows = trials[trials["cell_id"] == best["cell_id"]]
         power_w = (windows["energy_j"] / windows["time_s"]).mean()
         idle_w = windows["idle_power_w"].iloc[0]
         print(f"  card power {power_w:.0f} W in the windows, idle {idle_w:.0f} W")
-        split = report.window_split(record.get("kernels") or {}, windows)
+        split = kernels.window_split(record.get("kernels") or {}, windows)
         if split:
             print(f"  the windows' time by kernel kind, and with no kernel running: {split}")
 

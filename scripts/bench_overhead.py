@@ -1,7 +1,8 @@
 """Does effbert's cell measurement add energy? Side by side on one GPU, in one run.
 
 Measures the same fp16 DistilBERT loop over a task's dev batches two ways, alternating:
-  effbert: ``bench.measure_windows`` with the NVML meter (the path every notebook uses);
+  effbert: ``windows.warm_up`` then ``windows.measure_window`` with the NVML meter (what each cell's
+  windows run, ``measure.CellRun``);
   bare:    one Zeus window around a bare loop of the same number of passes.
 Prints energy per sample of each and their ratio (goal: within 2% of 1).
 
@@ -18,7 +19,7 @@ import time
 
 import torch
 
-from effbert import bench, data, energy, models, results
+from effbert import data, energy, models, stats, techniques, windows
 from effbert.tasks import get_task
 
 
@@ -38,7 +39,7 @@ def main() -> None:
     rows = data.load_split(task, "local" if args.glue_dir else "synthetic", glue_dir=args.glue_dir)
     tokenizer = models.load_tokenizer(args.checkpoint)
     batches = data.make_batches(tokenizer, rows, args.batch_size, "max_length", 128)
-    prepared = models.prepare(args.checkpoint, task, models.get_technique("fp16"), device)
+    prepared = models.prepare(args.checkpoint, task, techniques.parse("fp16"), device)
     inputs = [b.to(device).inputs() for b in batches]
     forward = prepared.forward()
     samples_per_pass = sum(b.n_samples for b in batches)
@@ -51,7 +52,7 @@ def main() -> None:
     from zeus.monitor import ZeusMonitor
 
     bare = ZeusMonitor(gpu_indices=[0], cpu_indices=[])
-    settings = bench.MeasureSettings(warmup_s=2.0, trials=2, min_window_s=args.window_s)
+    settings = windows.MeasureSettings(warmup_s=2.0, trials=2, min_window_s=args.window_s)
     effbert_j, bare_j = [], []
     with prepared.context():
         start = time.perf_counter()
@@ -65,9 +66,14 @@ def main() -> None:
             passes = None
             for way in order:
                 if way == "effbert":
-                    windows = bench.measure_windows(run_pass, meter, settings)
-                    done = sum(w.passes for w in windows)
-                    effbert_j.append(sum(w.energy_j for w in windows) / (done * samples_per_pass))
+                    windows.warm_up(run_pass, settings)
+                    measured = [
+                        windows.measure_window(run_pass, meter, settings, time.perf_counter)
+                        for _ in range(settings.trials)
+                    ]
+                    done = sum(w.passes for w in measured)
+                    energy_j = sum(w.energy_j for w in measured)
+                    effbert_j.append(energy_j / (done * samples_per_pass))
                     passes = passes or done
                 else:
                     passes = passes or math.ceil(2 * args.window_s / seconds_per_pass)
@@ -90,7 +96,7 @@ def main() -> None:
         "effbert_mj_per_sample": [1000 * x for x in effbert_j],
         "bare_mj_per_sample": [1000 * x for x in bare_j],
         "ratio_mean": statistics.mean(ratios),
-        "ratio_ci95": results.ci95_half_width(ratios),
+        "ratio_ci95": stats.ci95_half_width(ratios),
     }
     print(
         f"device {result['device']}, fp16, {task.name} dev, batch {args.batch_size}, padded to 128"

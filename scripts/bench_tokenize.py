@@ -1,5 +1,5 @@
 """Tokenization rows per second on one core, side by side: ``tokenizer(...)`` against the
-Rust-backend path of effbert's end-to-end workers (``bench.TokenizedParts``), on the same parts.
+Rust-backend path of effbert's end-to-end workers (``e2e.TokenizedParts``), on the same parts.
 
     TOKENIZERS_PARALLELISM=false python scripts/bench_tokenize.py --tokenizer CHECKPOINT \
         --glue-dir GLUE [--part-rows 43] [--seconds 2]
@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from effbert import bench, data, models, packed
+from effbert import data, e2e, models, packed, plan, techniques
 from effbert.tasks import get_task
 
 
@@ -40,9 +40,9 @@ def main() -> None:
     parts = [order[i : i + args.part_rows] for i in range(0, len(order), args.part_rows)]
     texts = rows["text_a"].tolist()
     for padding, technique in (("bucketed", "fp32"), ("packed", "bf16+varlen")):
-        cell = bench.Cell(task, models.get_technique(technique), 512, padding, "", {})
-        fast = bench.TokenizedParts(tokenizer, texts, None, parts, cell, 128)
-        plain = bench.TokenizedParts(tokenizer, texts, None, parts, cell, 128)
+        cell = plan.Cell(task, techniques.parse(technique), 512, padding, "", {})
+        fast = e2e.TokenizedParts(tokenizer, texts, None, parts, cell, 128)
+        plain = e2e.TokenizedParts(tokenizer, texts, None, parts, cell, 128)
         plain.backend = None
 
         def torch_tensors(i: int, padding: str = padding) -> dict:  # the path before

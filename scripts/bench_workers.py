@@ -17,7 +17,7 @@ import tempfile
 import pandas as pd
 import torch
 
-from effbert import bench, config, params, report, results
+from effbert import config, plan, profiles, results, runs, stats, sweep
 
 MEASURE = "j_per_1k_samples"
 
@@ -30,10 +30,10 @@ def main() -> None:
     parser.add_argument("--techniques", nargs="+", default=["fp32", "fp16_flash"])
     args = parser.parse_args()
     paths = config.reports_paths(args.reports_dir)
-    study = results.summarize(results.read_results(paths["results"], args.profile))
+    study = stats.summarize(results.read_results(paths["results"], args.profile))
     rows = []
     for gpu in range(torch.cuda.device_count()):
-        chosen = params.load(
+        chosen = profiles.load(
             args.profile,
             tasks=args.tasks,
             techniques=args.techniques,
@@ -42,7 +42,9 @@ def main() -> None:
             device=f"cuda:{gpu}",
         )
         with tempfile.TemporaryDirectory() as folder:
-            alone = results.summarize(bench.Study(chosen, folder, force=True).run(args.techniques))
+            alone_plan = plan.Plan(chosen, folder)
+            cells = alone_plan.cells(args.techniques)
+            alone = stats.summarize(sweep.Sweep(alone_plan, force=True).run(cells))
         for _, cell in alone.iterrows():
             match = study[study["cell_id"] == cell["cell_id"]]
             if match.empty:
@@ -67,7 +69,7 @@ def main() -> None:
             )
     with pd.option_context("display.width", 200):
         print(pd.DataFrame(rows).to_string(index=False))
-    for run in report.worker_runs(args.reports_dir, args.profile):
+    for run in runs.worker_runs(args.reports_dir, args.profile):
         walls = run["worker_wall_s"]
         print(
             f"{run['name']}: wall {run['wall_s']:.0f} s with {len(walls)} workers; "

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from effbert import data, finetune, models
+from effbert import data, models
+from effbert.params import FinetuneSettings
 from effbert.tasks import get_task
 
 
@@ -52,20 +53,18 @@ def main() -> None:
     tokenizer = models.load_tokenizer(args.base_model)
     # every FinetuneSettings field with a flag of the same name is swept
     swept = {
-        f.name: getattr(args, f.name)
-        for f in fields(finetune.FinetuneSettings)
-        if hasattr(args, f.name)
+        f.name: getattr(args, f.name) for f in fields(FinetuneSettings) if hasattr(args, f.name)
     }
     for values in itertools.product(*swept.values()):
-        settings = finetune.FinetuneSettings(**dict(zip(swept, values, strict=True)))
+        settings = FinetuneSettings(**dict(zip(swept, values, strict=True)))
         by_epoch = []
 
         def score_epoch(model, epoch, by_epoch=by_epoch):
-            scores = finetune.score_model(model, tokenizer, task, dev, device)
+            scores = train.score_model(model, tokenizer, task, dev, device)
             by_epoch.append(round(scores[task.primary_metric], 4))
 
         with tempfile.TemporaryDirectory() as out:
-            report = finetune.finetune(
+            report = train.finetune(
                 args.base_model,
                 task,
                 train,
@@ -74,7 +73,7 @@ def main() -> None:
                 device,
                 after_epoch=score_epoch if args.each_epoch else None,
             )
-            scores = finetune.score(Path(out), task, dev, device)
+            scores = train.score(Path(out), task, dev, device)
         row = {
             "task": task.name,
             **asdict(settings),

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from torch._dynamo.utils import counters  # noqa: E402
 from transformers import AutoTokenizer, DistilBertForSequenceClassification  # noqa: E402
 
-from effbert import bench, data, models  # noqa: E402
+from effbert import data, kernels, measure, models, techniques  # noqa: E402
 from effbert.tasks import get_task  # noqa: E402
 
 IMPORT_S = time.perf_counter() - started
@@ -67,10 +67,10 @@ def compiled(stage: str, model_dir: str, tokenizer, device) -> None:
     ``warm``, three in ``cell``), with dynamo's and inductor's counters."""
     for task, name, batch_size, padding in POINTS:
         counters.clear()
-        technique = models.get_technique(name)
+        technique = techniques.parse(name)
         batches = data.make_batches(tokenizer, rows_of(task), batch_size, padding, 128)
         start = time.perf_counter()
-        shape_rows = models.static_rows(technique, batch_size, padding, "model")
+        shape_rows = techniques.static_rows(technique, batch_size, padding, "model")
         prepared = models.apply_technique(
             load(model_dir, task, technique), technique, device, None, shape_rows
         )
@@ -108,7 +108,7 @@ def compiled(stage: str, model_dir: str, tokenizer, device) -> None:
 def eager_int8(model_dir: str, tokenizer, device) -> None:
     """Eager int8's after-window passes, one by one: latency, kernel records of 16 and of 4
     batches, and the metric pass."""
-    technique = models.get_technique("int8")
+    technique = techniques.parse("int8")
     for task in ("sst2", "cola"):
         prepared = models.apply_technique(load(model_dir, task, technique), technique, device)
         rows = rows_of(task)
@@ -123,20 +123,20 @@ def eager_int8(model_dir: str, tokenizer, device) -> None:
             torch.cuda.synchronize()
             record["pass_s"] = round(time.perf_counter() - start, 2)
             start = time.perf_counter()
-            record["latency"] = bench.latency_ms(forward, inputs, device, 50)
+            record["latency"] = measure.latency_ms(forward, inputs, device, 50)
             record["latency_s"] = round(time.perf_counter() - start, 2)
             for k in (16, 4):
-                picked = bench.spread(len(inputs), k)
+                picked = measure.spread(len(inputs), k)
 
                 def part(picked=picked, forward=forward, inputs=inputs) -> None:
                     for i in picked:
                         forward(inputs[i])
 
                 start = time.perf_counter()
-                kernels = bench.kernel_record(part, technique, device, k / len(inputs))
+                profiled = kernels.kernel_record(part, technique, device, k / len(inputs))
                 record[f"kernels{k}_s"] = round(time.perf_counter() - start, 2)
-                record[f"busy_ms{k}"] = kernels.get("busy_ms")
-                record[f"top{k}"] = [x["name"][:40] for x in kernels["top"][:3]]
+                record[f"busy_ms{k}"] = profiled.get("busy_ms")
+                record[f"top{k}"] = [x["name"][:40] for x in profiled["top"][:3]]
         start = time.perf_counter()
         prepared.predict(batches, len(rows))
         record["predict_s"] = round(time.perf_counter() - start, 2)

@@ -63,3 +63,41 @@ class FakeClock:
 @pytest.fixture
 def clock():
     return FakeClock()
+
+
+class Study:
+    """The measurement notebooks' calls in one object, for tests: a plan and its sweep."""
+
+    def __init__(self, params, reports_dir, force=False):
+        from effbert import plan, sweep
+
+        self.plan_ = plan.Plan(params, reports_dir)
+        self.sweep = sweep.Sweep(self.plan_, force)
+        self.params, self.paths = params, self.plan_.paths
+
+    def plan(self, techniques=(), combinations=False):
+        return self.plan_.cells(list(techniques), combinations)
+
+    def run(self, techniques=(), combinations=False):
+        return self.sweep.run(self.plan(techniques, combinations))
+
+    def __getattr__(self, name):  # rows, inputs, check, recorded, ... of the plan
+        if name in ("meter", "environment", "idle_power_w"):
+            return getattr(self.sweep, name)
+        return getattr(self.plan_, name)
+
+    def summary(self, trials):
+        from effbert import tables
+
+        return tables.cell_summary(trials)
+
+    def skipped(self, trials):
+        from effbert import tables
+
+        return tables.skipped(trials)
+
+    def figure(self, techniques):
+        from effbert import plots, stats
+
+        summary = stats.summarize(self.plan_.recorded())
+        return plots.compare(summary, techniques, self.params.baseline_technique)

@@ -4,14 +4,33 @@ import pandas as pd
 import pytest
 import torch
 
-from effbert import bench, energy, params, report, results
-from tests.conftest import FakeMonitor
+from effbert import (
+    checks,
+    energy,
+    kernels,
+    measure,
+    profiles,
+    results,
+    stats,
+    sweep,
+    windows,
+)
+from tests.conftest import FakeMonitor, Study
 
 CPU = torch.device("cpu")
 
 
 def fake_meter(clock, **kwargs):
     return energy.ZeusMeter(FakeMonitor(clock, **kwargs), CPU, "nvml", "fake")
+
+
+def measure_windows(run_pass, meter, settings, clock):
+    """What a cell's windows run (``measure.CellRun``): the check, warmup, then the trials."""
+    settings.check(meter)
+    windows.warm_up(run_pass, settings, clock)
+    return [
+        windows.measure_window(run_pass, meter, settings, clock) for _ in range(settings.trials)
+    ]
 
 
 def test_windows_repeat_whole_passes_until_min_window(clock):
@@ -21,10 +40,10 @@ def test_windows_repeat_whole_passes_until_min_window(clock):
         clock.advance(0.3)
         passes.append(1)
 
-    settings = bench.MeasureSettings(warmup_s=1.0, trials=3, min_window_s=2.0)
-    windows = bench.measure_windows(run_pass, fake_meter(clock, power_w=100.0), settings, clock)
-    assert len(windows) == 3
-    for w in windows:
+    settings = windows.MeasureSettings(warmup_s=1.0, trials=3, min_window_s=2.0)
+    measured = measure_windows(run_pass, fake_meter(clock, power_w=100.0), settings, clock)
+    assert len(measured) == 3
+    for w in measured:
         assert w.passes == 7  # 7 x 0.3 s is the first whole-pass count >= 2 s
         assert w.time_s == pytest.approx(2.1)
         assert w.energy_j == pytest.approx(210.0)
@@ -45,18 +64,18 @@ def test_a_slow_cell_with_one_batch_shape_windows_whole_batches_not_whole_passes
         clock.advance(0.5)
         ran.append(inputs)
 
-    cycle = bench.BatchCycle.of(forward, list(range(11)), batches, 16, "max_length")
-    assert bench.BatchCycle.of(forward, list(range(11)), batches, 16, "bucketed") is None
-    settings = bench.MeasureSettings(warmup_s=1.0, trials=3, min_window_s=1.0)
+    cycle = windows.BatchCycle.of(forward, list(range(11)), batches, 16, "max_length")
+    assert windows.BatchCycle.of(forward, list(range(11)), batches, 16, "bucketed") is None
+    settings = windows.MeasureSettings(warmup_s=1.0, trials=3, min_window_s=1.0)
     meter = fake_meter(clock, power_w=100.0)
-    bench.warm_up(cycle, settings, clock)
-    windows = [bench.measure_window(None, meter, settings, clock, cycle) for _ in range(3)]
-    assert [w.passes for w in windows] == [2, 2, 2]  # 2 batches of 0.5 s, not a 5.5-s pass
-    assert [w.n_samples for w in windows] == [32, 32, 32]
-    assert [w.n_tokens for w in windows] == [102 + 103, 104 + 105, 106 + 107]
+    windows.warm_up(cycle, settings, clock)
+    measured = [windows.measure_window(None, meter, settings, clock, cycle) for _ in range(3)]
+    assert [w.passes for w in measured] == [2, 2, 2]  # 2 batches of 0.5 s, not a 5.5-s pass
+    assert [w.n_samples for w in measured] == [32, 32, 32]
+    assert [w.n_tokens for w in measured] == [102 + 103, 104 + 105, 106 + 107]
     assert 10 not in ran, "the smaller last batch is left out of the cycle"
-    [trial, *_] = bench.trial_records(
-        windows, 165, 1085, idle_power_w=0.0, carbon_intensity_g_per_kwh=0
+    [trial, *_] = windows.trial_records(
+        measured, 165, 1085, idle_power_w=0.0, carbon_intensity_g_per_kwh=0
     )
     assert trial["n_samples"] == 32 and trial["passes"] == pytest.approx(32 / 165, abs=1e-4)
     assert trial["j_per_1k_samples"] == pytest.approx(1000 * 100.0 / 32)
@@ -64,30 +83,30 @@ def test_a_slow_cell_with_one_batch_shape_windows_whole_batches_not_whole_passes
 
 def test_zero_energy_window_is_measured_again_twice_as_long(clock):
     meter = fake_meter(clock, zero_windows=1)
-    settings = bench.MeasureSettings(warmup_s=0, trials=2, min_window_s=1.0)
-    windows = bench.measure_windows(lambda: clock.advance(0.25), meter, settings, clock)
-    assert [w.time_s for w in windows] == [pytest.approx(2.0), pytest.approx(1.0)]
+    settings = windows.MeasureSettings(warmup_s=0, trials=2, min_window_s=1.0)
+    measured = measure_windows(lambda: clock.advance(0.25), meter, settings, clock)
+    assert [w.time_s for w in measured] == [pytest.approx(2.0), pytest.approx(1.0)]
 
 
 def test_persistent_zero_energy_fails_loudly(clock):
     meter = fake_meter(clock, zero_windows=10)
-    settings = bench.MeasureSettings(warmup_s=0, trials=2, min_window_s=1.0, max_retries=2)
+    settings = windows.MeasureSettings(warmup_s=0, trials=2, min_window_s=1.0, max_retries=2)
     with pytest.raises(energy.EnergyError):
-        bench.measure_windows(lambda: clock.advance(0.25), meter, settings, clock)
+        measure_windows(lambda: clock.advance(0.25), meter, settings, clock)
 
 
 def test_windows_too_short_for_the_counter_are_refused(clock):
-    settings = bench.MeasureSettings(warmup_s=0, trials=2, min_window_s=0.2)
+    settings = windows.MeasureSettings(warmup_s=0, trials=2, min_window_s=0.2)
     with pytest.raises(ValueError, match="at least 1 s"):
-        bench.measure_windows(lambda: None, fake_meter(clock), settings, clock)
+        measure_windows(lambda: None, fake_meter(clock), settings, clock)
     with pytest.raises(ValueError, match="at least 2"):
-        bench.MeasureSettings(warmup_s=0, trials=1, min_window_s=1).check(fake_meter(clock))
+        windows.MeasureSettings(warmup_s=0, trials=1, min_window_s=1).check(fake_meter(clock))
 
 
 def test_trial_figures_are_totals_over_counts_with_idle_subtracted():
-    windows = [bench.Window(passes=4, time_s=2.0, energy_j=600.0)]
-    [trial] = bench.trial_records(
-        windows,
+    measured = [windows.Window(passes=4, time_s=2.0, energy_j=600.0)]
+    [trial] = windows.trial_records(
+        measured,
         samples_per_pass=100,
         tokens_per_pass=5000,
         idle_power_w=60.0,
@@ -103,10 +122,8 @@ def test_trial_figures_are_totals_over_counts_with_idle_subtracted():
 def test_ci95_uses_student_t():
     values = [10.0, 12.0, 11.0, 13.0, 9.0]
     # t(0.975, 4) = 2.7764; std = 1.5811; n = 5
-    assert results.ci95_half_width(values) == pytest.approx(
-        2.7764 * 1.5811 / math.sqrt(5), rel=1e-3
-    )
-    assert math.isnan(results.ci95_half_width([1.0]))
+    assert stats.ci95_half_width(values) == pytest.approx(2.7764 * 1.5811 / math.sqrt(5), rel=1e-3)
+    assert math.isnan(stats.ci95_half_width([1.0]))
 
 
 def test_variation_flags_energy_when_measured_else_throughput():
@@ -114,8 +131,8 @@ def test_variation_flags_energy_when_measured_else_throughput():
     noisy = [
         {"energy_j": float("nan"), "j_per_1k_samples": 1, "samples_per_s": v} for v in (100, 150)
     ]
-    assert bench.variation(steady) < 0.01
-    assert bench.variation(noisy) > 0.2
+    assert windows.variation(steady) < 0.01
+    assert windows.variation(noisy) > 0.2
 
 
 def small_study(tmp_path, force=False, **overrides):
@@ -137,7 +154,7 @@ def small_study(tmp_path, force=False, **overrides):
         energy="none",
         metric_tolerance=2.0,
     )
-    return bench.Study(params.validate({**settings, **overrides}), str(tmp_path), force)
+    return Study(profiles.validate({**settings, **overrides}), str(tmp_path), force)
 
 
 def test_study_records_every_cell_with_metric_and_environment(tmp_path):
@@ -161,7 +178,7 @@ def test_cpu_run_skips_gpu_techniques_with_the_reason(tmp_path):
 
 def test_resume_after_a_crash_loses_nothing_and_duplicates_nothing(tmp_path, monkeypatch):
     study = small_study(tmp_path)
-    real_measure = bench.measure_cell
+    real_measure = measure.measure_cell
     calls = []
 
     def crash_on_third(*args):
@@ -170,7 +187,7 @@ def test_resume_after_a_crash_loses_nothing_and_duplicates_nothing(tmp_path, mon
             raise KeyboardInterrupt("power cut")
         return real_measure(*args)
 
-    monkeypatch.setattr(bench, "measure_cell", crash_on_third)
+    monkeypatch.setattr(sweep, "measure_cell", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         study.run(["fp32", "int8"])
     cells_dir = tmp_path / "results" / "cells" / "t"
@@ -178,7 +195,7 @@ def test_resume_after_a_crash_loses_nothing_and_duplicates_nothing(tmp_path, mon
     assert len(saved) == 2 and not list(cells_dir.glob(".*.tmp"))
 
     calls.clear()
-    monkeypatch.setattr(bench, "measure_cell", real_measure)
+    monkeypatch.setattr(sweep, "measure_cell", real_measure)
     resumed = small_study(tmp_path).run(["fp32", "int8"])
     assert len(list(cells_dir.glob("*.json"))) == 4
     assert set(saved) <= {p.name for p in cells_dir.glob("*.json")}
@@ -188,7 +205,7 @@ def test_resume_after_a_crash_loses_nothing_and_duplicates_nothing(tmp_path, mon
 
     measured = []
     monkeypatch.setattr(
-        bench, "measure_cell", lambda *args: measured.append(args[0]) or real_measure(*args)
+        sweep, "measure_cell", lambda *args: measured.append(args[0]) or real_measure(*args)
     )
     small_study(tmp_path, force=True, tasks=["sst2"], techniques=["fp32"]).run(["fp32"])
     assert len(measured) == 1  # --force measures the cell again, in place
@@ -202,12 +219,12 @@ def test_a_changed_configuration_is_a_new_cell(tmp_path):
 
 
 def test_a_technique_that_breaks_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    from effbert import models
+    from effbert import techniques
 
-    def broken(model):
+    def broken(model, kind):
         raise RuntimeError("no int8 kernel for this device")
 
-    monkeypatch.setattr(models, "quantize_int8", broken)
+    monkeypatch.setattr(techniques, "quantize", broken)
     study = small_study(tmp_path)
     trials = study.run(["int8", "fp32"])
     failed = trials[trials["status"] == "failed"]
@@ -231,10 +248,10 @@ def test_check_rejects_metrics_far_from_the_baseline(tmp_path):
     trials = small_study(tmp_path, tasks=["sst2"]).run(["fp32", "int8"])
     shifted = trials.copy()
     shifted.loc[shifted["technique"] == "int8", "metric_value"] += 0.5
-    compared = results.check(shifted, shifted, min_window_s=0.01, metric_tolerance=0.6)
+    compared = checks.check(shifted, shifted, min_window_s=0.01, metric_tolerance=0.6)
     assert compared.set_index("technique").loc["int8", "difference"] == pytest.approx(0.5)
     with pytest.raises(AssertionError, match="metric further than 0.1"):
-        results.check(shifted, shifted, min_window_s=0.01, metric_tolerance=0.1)
+        checks.check(shifted, shifted, min_window_s=0.01, metric_tolerance=0.1)
 
 
 def test_check_compares_cells_without_a_baseline_at_their_setting_with_the_main_one(tmp_path):
@@ -244,8 +261,8 @@ def test_check_compares_cells_without_a_baseline_at_their_setting_with_the_main_
     wider["metric_value"] += 0.5
     rows = pd.concat([trials, wider])
     with pytest.raises(AssertionError, match="metric further than 0.1"):
-        results.check(rows, rows, min_window_s=0.01, metric_tolerance=0.1)
-    compared = results.check(rows, rows, min_window_s=0.01, metric_tolerance=0.6)
+        checks.check(rows, rows, min_window_s=0.01, metric_tolerance=0.1)
+    compared = checks.check(rows, rows, min_window_s=0.01, metric_tolerance=0.6)
     row = compared[compared["batch_size"] == 64].iloc[0]
     assert row["difference"] == pytest.approx(0.5)
     assert row["compared_with"] == f"batch {trials['batch_size'].iloc[0]}, max_length"
@@ -257,7 +274,7 @@ def test_check_compares_cells_without_a_baseline_at_their_setting_with_the_main_
 def test_a_profile_that_selects_none_of_a_notebooks_techniques_measures_nothing(tmp_path, capsys):
     study = small_study(tmp_path, techniques=["fp32"])
     trials = study.run(["int8"])
-    assert trials.empty and "selects none of int8" in capsys.readouterr().out
+    assert trials.empty and "selects no cell" in capsys.readouterr().out
     assert study.check(trials).empty
     assert study.summary(trials).empty and study.skipped(trials).empty
 
@@ -299,24 +316,24 @@ def test_interleaved_rounds_spread_each_cells_trials_over_the_task(tmp_path):
 
 def test_idle_gap_share_counts_time_without_any_kernel():
     # kernels over [0, 4] and [6, 10] with an overlap inside the first: 2 of 10 units idle
-    assert bench.idle_gap_share([(0, 3), (1, 4), (6, 10)]) == pytest.approx(0.2)
-    assert bench.idle_gap_share([]) is None
-    assert bench.busy_time([(0, 3), (1, 4), (6, 10)]) == 8
-    assert bench.busy_time([]) == 0
+    assert kernels.idle_gap_share([(0, 3), (1, 4), (6, 10)]) == pytest.approx(0.2)
+    assert kernels.idle_gap_share([]) is None
+    assert kernels.busy_time([(0, 3), (1, 4), (6, 10)]) == 8
+    assert kernels.busy_time([]) == 0
 
 
 def test_window_split_scales_kernel_kinds_by_the_busy_share_of_the_windows():
-    kernels = {
+    record = {
         "top": [
             {"name": "nvjet_sm90_tst_128x256", "share": 0.6},
             {"name": "pytorch_flash::flash_fwd_kernel", "share": 0.4},
         ],
         "busy_ms": 4.0,
     }
-    windows = pd.DataFrame({"time_s": [1.0, 1.0], "passes": [200, 200]})  # 5 ms a pass
-    split = report.window_split(kernels, windows)
+    frame = pd.DataFrame({"time_s": [1.0, 1.0], "passes": [200, 200]})  # 5 ms a pass
+    split = kernels.window_split(record, frame)
     assert split == {"matrix products": 0.48, "attention": 0.32, "no kernel running": 0.2}
-    assert report.window_split({"top": kernels["top"]}, windows) == {}
+    assert kernels.window_split({"top": record["top"]}, frame) == {}
 
 
 def test_the_notebook_summary_leaves_out_what_was_not_measured(tmp_path):
@@ -328,13 +345,13 @@ def test_the_notebook_summary_leaves_out_what_was_not_measured(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("padding", "profiled"), [("longest", bench.KERNEL_BATCHES), ("max_length", 4)]
+    ("padding", "profiled"), [("longest", kernels.KERNEL_BATCHES), ("max_length", 4)]
 )
 def test_a_kernel_record_profiles_batches_spread_over_the_pass(
     tmp_path, monkeypatch, padding, profiled
 ):
     """16 batches at most; 4 where every batch has one shape and so runs the same kernels."""
-    p = params.load(
+    p = profiles.load(
         "smoke",
         energy="none",
         tasks=["sst2"],
@@ -343,9 +360,11 @@ def test_a_kernel_record_profiles_batches_spread_over_the_pass(
         trials=2,
         padding=padding,
     )
-    study = bench.Study(p, str(tmp_path))
+    study = Study(p, str(tmp_path))
     (cell,) = study.plan(["fp32"])
-    run = bench.CellRun(cell, study.rows(cell.task), p, study.meter, study.label_map_for(cell.task))
+    run = measure.CellRun(
+        cell, study.rows(cell.task), p, study.meter, study.label_map_for(cell.task)
+    )
     ran, shares = [], {}
     run.forward = ran.append
 
@@ -354,7 +373,7 @@ def test_a_kernel_record_profiles_batches_spread_over_the_pass(
         shares["share"] = share
         return {}
 
-    monkeypatch.setattr(bench, "kernel_record", fake_record)
+    monkeypatch.setattr(measure, "kernel_record", fake_record)
     run.kernel_record()
     assert len(run.inputs) == 50 and len(ran) == profiled
     positions = [next(i for i, x in enumerate(run.inputs) if x is b) for b in ran]

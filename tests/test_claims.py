@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from effbert import report, results
+from effbert import claims, schema, tables
 
 
 def cell(task, technique, energy, ci95=1.0, metric=0.9, **setting):
@@ -29,7 +29,7 @@ def cell(task, technique, energy, ci95=1.0, metric=0.9, **setting):
 
 
 def summary(*rows):
-    return pd.DataFrame(list(rows)).reindex(columns=results.SUMMARY_COLUMNS)
+    return pd.DataFrame(list(rows)).reindex(columns=schema.SUMMARY_COLUMNS)
 
 
 def rows_of(table, claim_number):
@@ -38,7 +38,7 @@ def rows_of(table, claim_number):
 
 
 def test_claim_1_verdicts_follow_the_ratio_interval():
-    table = results.claims(
+    table = claims.claims(
         summary(
             cell("sst2", "fp32", 100, 5),
             cell("sst2", "int8", 300, 10),
@@ -48,7 +48,7 @@ def test_claim_1_verdicts_follow_the_ratio_interval():
             cell("rte", "int8", 105, 10),
         )
     )
-    assert list(table.columns) == results.CLAIM_COLUMNS
+    assert list(table.columns) == claims.CLAIM_COLUMNS
     one = rows_of(table, "1")
     assert list(one.index) == ["sst2", "mrpc", "rte", "all tasks"]
     sst2 = one.loc["sst2"]
@@ -70,7 +70,7 @@ def test_claim_1_verdicts_follow_the_ratio_interval():
 
 
 def test_a_single_trial_leaves_a_claim_not_resolved():
-    table = results.claims(
+    table = claims.claims(
         summary(cell("sst2", "fp32", 100, math.nan, trials=1), cell("sst2", "int8", 300, 10))
     )
     sst2 = rows_of(table, "1").loc["sst2"]
@@ -80,7 +80,7 @@ def test_a_single_trial_leaves_a_claim_not_resolved():
 
 def test_flash_holds_until_the_metric_drops_beyond_the_tolerance():
     cheaper = [cell("sst2", "fp32", 100, 2, metric=0.90), cell("mrpc", "fp32", 100, 2, metric=0.85)]
-    kept = results.claims(
+    kept = claims.claims(
         summary(
             *cheaper,
             cell("sst2", "flash", 80, 2, metric=0.90),
@@ -92,7 +92,7 @@ def test_flash_holds_until_the_metric_drops_beyond_the_tolerance():
     assert two.loc["mrpc", "metric_change"] == pytest.approx(-0.004)
     assert list(two["verdict"]) == ["holds", "holds", "holds"]
 
-    dropped = results.claims(
+    dropped = claims.claims(
         summary(
             *cheaper,
             cell("sst2", "flash", 80, 2, metric=0.90),
@@ -106,7 +106,7 @@ def test_flash_holds_until_the_metric_drops_beyond_the_tolerance():
     assert two.loc["all tasks", "verdict"] == "holds on 1 of 2 tasks, does not hold on 1"
     assert two.loc["all tasks", "metric_change"] == pytest.approx(-0.02)
     lenient = rows_of(
-        results.claims(
+        claims.claims(
             summary(*cheaper, cell("mrpc", "flash", 80, 2, metric=0.83)), metric_tolerance=0.05
         ),
         "2",
@@ -116,7 +116,7 @@ def test_flash_holds_until_the_metric_drops_beyond_the_tolerance():
 
 def test_claim_4_names_the_runner_up_and_leaves_overlaps_unresolved():
     presets = {"fp32": 100, "int8": 250, "autocast_fp16": 60, "autocast_bf16": 55, "flash": 95}
-    table = results.claims(
+    table = claims.claims(
         summary(
             *(cell("sst2", t, e) for t, e in presets.items()),
             cell("sst2", "fp16", 40, 1),
@@ -144,7 +144,7 @@ def test_claim_4_names_the_runner_up_and_leaves_overlaps_unresolved():
 
 
 def test_missing_cells_are_not_measured_and_other_settings_are_ignored():
-    table = results.claims(
+    table = claims.claims(
         summary(
             cell("sst2", "fp32", 100, 5),
             cell("sst2", "int8", 300, 10),
@@ -185,10 +185,10 @@ def test_claims_markdown_shows_every_claims_verdict():
         cell("sst2", "autocast_fp16", 60, 2),
         cell("sst2", "fp16_flash", 30, 1),
     )
-    text = report.claims_markdown(records)
-    assert text == report.claims_markdown(records)
-    overall = results.claims(records).query("task == 'all tasks'")
-    assert len(overall) == len(results.CLAIMS)
+    text = tables.claims_markdown(records)
+    assert text == tables.claims_markdown(records)
+    overall = claims.claims(records).query("task == 'all tasks'")
+    assert len(overall) == len(claims.CLAIMS)
     lines = text.splitlines()
     for claim, verdict in zip(overall["claim"], overall["verdict"], strict=True):
         [line] = [line for line in lines if line.startswith(f"| {claim} |")]
@@ -200,13 +200,13 @@ def test_claims_markdown_shows_every_claims_verdict():
 
 
 def test_an_empty_summary_has_nothing_to_judge():
-    table = results.claims(summary())
-    assert table.empty and list(table.columns) == results.CLAIM_COLUMNS
-    assert report.claims_markdown(summary()) == "No measured cell: nothing to judge."
+    table = claims.claims(summary())
+    assert table.empty and list(table.columns) == claims.CLAIM_COLUMNS
+    assert tables.claims_markdown(summary()) == "No measured cell: nothing to judge."
 
 
 def test_a_small_metric_change_never_reads_as_zero():
-    assert results.signed_change(0.0) == "0"
-    assert results.signed_change(-1.97e-5) == "-2.0e-05"
-    assert results.signed_change(0.0072) == "+0.0072"
-    assert results.signed_change(float("nan")) == ""
+    assert tables.signed_change(0.0) == "0"
+    assert tables.signed_change(-1.97e-5) == "-2.0e-05"
+    assert tables.signed_change(0.0072) == "+0.0072"
+    assert tables.signed_change(float("nan")) == ""

@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from effbert import bench, models, params
+from effbert import data, e2e, models, packed, plan, profiles, techniques
+from tests.conftest import Study
 
 
 def e2e_study(tmp_path, **overrides):
@@ -26,7 +27,7 @@ def e2e_study(tmp_path, **overrides):
         energy="none",
         scope="end_to_end",
     )
-    return bench.Study(params.validate({**values, **overrides}), str(tmp_path / "reports"))
+    return Study(profiles.validate({**values, **overrides}), str(tmp_path / "reports"))
 
 
 TOKENIZE_S = 0.2  # long beside a tiny model's forward pass, even on a busy CPU
@@ -110,19 +111,18 @@ def test_parts_tokenized_apart_join_into_the_batch_the_tokenizer_gives(padding, 
     import pandas as pd
     import torch
 
-    from effbert import data, packed
     from effbert.tasks import get_task
 
     task = get_task("mrpc" if pairs else "sst2")
     rows = data.load_split(task, "synthetic", max_samples=12)
     tokenizer = models.tiny_tokenizer()
-    technique = models.get_technique("fp32+varlen" if padding == "packed" else "fp32")
-    cell = bench.Cell(task, technique, 12, padding, "tiny-random", {})
+    technique = techniques.parse("fp32+varlen" if padding == "packed" else "fp32")
+    cell = plan.Cell(task, technique, 12, padding, "tiny-random", {})
     texts = rows["text_a"].tolist()
     second = rows["text_b"].tolist() if pairs else None
     parts = [list(range(0, 5)), list(range(5, 12))]
-    fast = bench.TokenizedParts(tokenizer, texts, second, parts, cell, 16)
-    slow = bench.TokenizedParts(SlowTokenizer(tokenizer), texts, second, parts, cell, 16)
+    fast = e2e.TokenizedParts(tokenizer, texts, second, parts, cell, 16)
+    slow = e2e.TokenizedParts(SlowTokenizer(tokenizer), texts, second, parts, cell, 16)
     slow.backend = None
     whole = data.make_batches(tokenizer, pd.DataFrame(rows), 12, "longest", 16)[0]
     if padding == "max_length":
@@ -131,7 +131,7 @@ def test_parts_tokenized_apart_join_into_the_batch_the_tokenizer_gives(padding, 
     if padding == "packed":
         expected = packed.pack(whole.input_ids, whole.attention_mask)
     for source in (fast, slow):
-        joined = bench.join_parts([source[0], source[1]], tokenizer.pad_token_id)
+        joined = e2e.join_parts([source[0], source[1]], tokenizer.pad_token_id)
         for key, value in expected.items():
             got = joined[key]
             if torch.is_tensor(value):
@@ -145,12 +145,12 @@ def test_the_end_to_end_metric_comes_from_the_end_to_end_path(tmp_path, monkeypa
     the end-to-end path's own outputs, not from the forward-only batches."""
     good = e2e_study(tmp_path / "good", max_samples=64, tasks=["stsb"]).run(["fp32"])
     assert set(good["metric_source"]) == {"end to end"} and good["metric_value"].notna().all()
-    real = bench.TokenizedParts.__getitem__
+    real = e2e.TokenizedParts.__getitem__
 
     def pads_only(self, i):
         part = real(self, i)
         return {**part, "input_ids": part["input_ids"] * 0}
 
-    monkeypatch.setattr(bench.TokenizedParts, "__getitem__", pads_only)
+    monkeypatch.setattr(e2e.TokenizedParts, "__getitem__", pads_only)
     broken = e2e_study(tmp_path / "broken", max_samples=64, tasks=["stsb"]).run(["fp32"])
     assert not broken["metric_value"].iloc[0] == good["metric_value"].iloc[0]  # NaN or other

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from effbert import data, finetune, models, params
+from effbert import data, finetune, models, params, profiles, techniques, train
 from effbert.tasks import get_task
 
 
@@ -18,7 +18,7 @@ def base_model(tmp_path):
 
 def plan(tmp_path, **values):
     values = {"data_source": "synthetic", **values}
-    return finetune.Plan(params.validate(values), str(tmp_path / "reports"))
+    return finetune.FinetunePlan(profiles.validate(values), str(tmp_path / "reports"))
 
 
 def test_plan_settings_take_each_task_its_own_seed_and_rate(tmp_path):
@@ -34,8 +34,8 @@ def test_parameter_groups_decay_the_rate_layer_by_layer_below_the_head(base_mode
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(base_model)
-    settings = finetune.FinetuneSettings(lr=1e-4, layer_lr_decay=0.5, head_lr=1e-3)
-    groups = finetune._parameter_groups(model, settings)
+    settings = params.FinetuneSettings(lr=1e-4, layer_lr_decay=0.5, head_lr=1e-3)
+    groups = train._parameter_groups(model, settings)
     n_layers = model.config.n_layers
     assert [g["lr"] for g in groups] == pytest.approx(
         [1e-4 * 0.5**d for d in range(n_layers, -1, -1)] + [1e-3]
@@ -47,9 +47,9 @@ def test_parameter_groups_decay_the_rate_layer_by_layer_below_the_head(base_mode
 def test_reinit_draws_only_the_top_layers_afresh(tmp_path, base_model):
     task = get_task("sst2")
     rows = data.load_split(task, "synthetic", split="train", max_samples=8)
-    settings = finetune.FinetuneSettings(epochs=1, batch_size=8, lr=0.0, reinit_layers=1)
+    settings = params.FinetuneSettings(epochs=1, batch_size=8, lr=0.0, reinit_layers=1)
     out = tmp_path / "out"
-    finetune.finetune(str(base_model), task, rows, out, settings, torch.device("cpu"))
+    train.finetune(str(base_model), task, rows, out, settings, torch.device("cpu"))
     before = models.load_classifier(str(base_model), task).distilbert.transformer.layer
     after = models.load_classifier(str(out), task).distilbert.transformer.layer
     assert torch.equal(before[0].ffn.lin1.weight, after[0].ffn.lin1.weight)
@@ -67,11 +67,11 @@ def test_after_epoch_sees_every_full_epoch_in_training_mode_afterwards(tmp_path,
     seen = []
 
     def after_epoch(model, epoch):
-        scores = finetune.score_model(model, tokenizer, task, dev, torch.device("cpu"), 32)
+        scores = train.score_model(model, tokenizer, task, dev, torch.device("cpu"), 32)
         seen.append((epoch, model.training, set(scores)))
 
-    settings = finetune.FinetuneSettings(epochs=2.5, batch_size=8, max_length=32)
-    finetune.finetune(
+    settings = params.FinetuneSettings(epochs=2.5, batch_size=8, max_length=32)
+    train.finetune(
         str(base_model), task, rows, tmp_path / "out", settings, torch.device("cpu"), after_epoch
     )
     assert seen == [(1, False, {"accuracy"}), (2, False, {"accuracy"})]
@@ -81,19 +81,19 @@ def test_after_epoch_sees_every_full_epoch_in_training_mode_afterwards(tmp_path,
 def test_finetune_saves_a_glue_labelled_checkpoint_and_reuses_it(tmp_path, base_model, name):
     task = get_task(name)
     rows = data.load_split(task, "synthetic", split="train", max_samples=24)
-    settings = finetune.FinetuneSettings(epochs=1, batch_size=8, max_length=32)
+    settings = params.FinetuneSettings(epochs=1, batch_size=8, max_length=32)
     out = tmp_path / "out"
-    report = finetune.finetune(str(base_model), task, rows, out, settings, torch.device("cpu"))
+    report = train.finetune(str(base_model), task, rows, out, settings, torch.device("cpu"))
     assert report["steps"] == 3 and not report["reused"]
     config = json.loads((out / "config.json").read_text())
     if task.is_regression:
         assert config["problem_type"] == "regression"
     else:
         assert list(config["id2label"].values()) == list(task.label_names)
-    again = finetune.finetune(str(base_model), task, rows, out, settings, torch.device("cpu"))
+    again = train.finetune(str(base_model), task, rows, out, settings, torch.device("cpu"))
     assert again["reused"]
     dev = data.load_split(task, "synthetic", max_samples=16)
-    scores = finetune.score(out, task, dev, torch.device("cpu"), max_length=32)
+    scores = train.score(out, task, dev, torch.device("cpu"), max_length=32)
     assert set(scores) == set(task.metrics)
 
 
@@ -156,7 +156,7 @@ def test_with_two_workers_each_checkpoint_is_trained_once_by_one_of_them(
         kept = tmp_path / "ckpt" / get_task(task).model_task / f"effbert_dev_scores-{task}.json"
         scores = json.loads(kept.read_text())["scores"]
         assert reports.set_index("task").loc[task, "dev_metrics"] == scores
-    monkeypatch.setattr(finetune, "score", lambda *a, **k: pytest.fail("scored again"))
+    monkeypatch.setattr(train, "score", lambda *a, **k: pytest.fail("scored again"))
     again = p.run()
     assert again["reused"].all() and len(list(run.parent.glob("*.json"))) == 1
     assert again["dev_metric"].tolist() == reports["dev_metric"].tolist()
@@ -236,7 +236,7 @@ def test_a_warmed_compile_is_read_from_the_cache_by_a_fine_tuned_model(
     torch._dynamo.reset()
     counters.clear()
     task = get_task("sst2")
-    technique = models.get_technique("fp32+compile")
+    technique = techniques.parse("fp32+compile")
     prepared = models.prepare(str(other), task, technique, torch.device("cpu"), static_rows=4)
     rows = data.load_split(task, "synthetic", max_samples=8)
     batch = data.make_batches(models.load_tokenizer(str(other)), rows, 4, "max_length", 128)[0]
@@ -250,29 +250,27 @@ def test_dev_scores_are_kept_with_the_checkpoint_until_weights_or_rows_change(
 ):
     task = get_task("sst2")
     rows = data.load_split(task, "synthetic", split="train", max_samples=16)
-    settings = finetune.FinetuneSettings(epochs=1, batch_size=8, max_length=32)
+    settings = params.FinetuneSettings(epochs=1, batch_size=8, max_length=32)
     out = tmp_path / "out"
-    finetune.finetune(str(base_model), task, rows, out, settings, torch.device("cpu"))
+    train.finetune(str(base_model), task, rows, out, settings, torch.device("cpu"))
     dev = data.load_split(task, "synthetic", max_samples=16)
     cpu = torch.device("cpu")
-    first = finetune.dev_scores(out, task, dev, cpu, 32)
-    assert first == finetune.score(out, task, dev, cpu, 32)
+    first = train.dev_scores(out, task, dev, cpu, 32)
+    assert first == train.score(out, task, dev, cpu, 32)
     scored = []
-    real_score = finetune.score
-    monkeypatch.setattr(
-        finetune, "score", lambda *a, **k: scored.append(a[0]) or real_score(*a, **k)
-    )
-    assert finetune.dev_scores(out, task, dev, cpu, 32) == first and scored == []
-    finetune.dev_scores(out, task, dev.iloc[:8], cpu, 32)  # other rows
+    real_score = train.score
+    monkeypatch.setattr(train, "score", lambda *a, **k: scored.append(a[0]) or real_score(*a, **k))
+    assert train.dev_scores(out, task, dev, cpu, 32) == first and scored == []
+    train.dev_scores(out, task, dev.iloc[:8], cpu, 32)  # other rows
     assert len(scored) == 1
     model = models.load_classifier(str(out), task)
     with torch.no_grad():
         model.classifier.bias.add_(5.0)
     model.save_pretrained(out)  # other weights, same folder and report
-    finetune.dev_scores(out, task, dev.iloc[:8], cpu, 32)
+    train.dev_scores(out, task, dev.iloc[:8], cpu, 32)
     assert len(scored) == 2
-    (out / finetune.SCORES_FILE.format(task="sst2")).write_text("{damaged")
-    assert finetune.dev_scores(out, task, dev.iloc[:8], cpu, 32) == real_score(
+    (out / train.SCORES_FILE.format(task="sst2")).write_text("{damaged")
+    assert train.dev_scores(out, task, dev.iloc[:8], cpu, 32) == real_score(
         out, task, dev.iloc[:8], cpu, 32
     )
     assert len(scored) == 3

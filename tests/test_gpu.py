@@ -2,7 +2,8 @@
 
 import pytest
 
-from effbert import bench, models, params
+from effbert import data, kernels, models, params, profiles, techniques, train
+from tests.conftest import Study
 
 pytestmark = pytest.mark.gpu
 
@@ -12,7 +13,7 @@ def test_every_technique_measures_energy_on_the_gpu(tmp_path):
         profile="gpu-test",
         data_source="synthetic",
         model="tiny-random",
-        techniques=list(models.TECHNIQUES),
+        techniques=list(techniques.TECHNIQUES),
         device="cuda",
         energy="nvml",
         tasks=["sst2"],
@@ -24,8 +25,8 @@ def test_every_technique_measures_energy_on_the_gpu(tmp_path):
         metrics_backend="sklearn",
         metric_tolerance=1.0,
     )
-    study = bench.Study(params.validate(settings), str(tmp_path))
-    trials = study.run(list(models.TECHNIQUES))
+    study = Study(profiles.validate(settings), str(tmp_path))
+    trials = study.run(list(techniques.TECHNIQUES))
     assert (trials["status"] == "ok").all(), trials[["technique", "reason"]]
     assert (trials["energy_source"] == "nvml").all() and (trials["energy_j"] > 0).all()
     assert trials["gpu_temp_c_before"].notna().all()
@@ -35,7 +36,6 @@ def test_every_technique_measures_energy_on_the_gpu(tmp_path):
 def test_finetune_trains_with_bf16_autocast_and_fused_adamw_on_the_gpu(tmp_path):
     import torch
 
-    from effbert import data, finetune
     from effbert.tasks import get_task
 
     base = tmp_path / "base"
@@ -43,12 +43,12 @@ def test_finetune_trains_with_bf16_autocast_and_fused_adamw_on_the_gpu(tmp_path)
     models.tiny_tokenizer().save_pretrained(base)
     task = get_task("sst2")
     rows = data.load_split(task, "synthetic", split="train", max_samples=64)
-    settings = finetune.FinetuneSettings(epochs=2, batch_size=16, max_length=32)
+    settings = params.FinetuneSettings(epochs=2, batch_size=16, max_length=32)
     device = torch.device("cuda")
-    report = finetune.finetune(str(base), task, rows, tmp_path / "out", settings, device)
+    report = train.finetune(str(base), task, rows, tmp_path / "out", settings, device)
     assert report["steps"] == 8 and report["device_name"] == torch.cuda.get_device_name(device)
     dev = data.load_split(task, "synthetic", max_samples=32)
-    assert 0.0 <= finetune.score(tmp_path / "out", task, dev, device, 32)["accuracy"] <= 1.0
+    assert 0.0 <= train.score(tmp_path / "out", task, dev, device, 32)["accuracy"] <= 1.0
 
 
 @pytest.mark.parametrize(
@@ -65,16 +65,15 @@ def test_padding_free_cells_run_varlen_flash_and_match_the_padded_model(techniqu
     import numpy as np
     import torch
 
-    from effbert import data
     from effbert.tasks import get_task
 
     task = get_task("mrpc")
     rows = data.load_split(task, "synthetic", max_samples=64)
     tokenizer = models.tiny_tokenizer()
     cuda = torch.device("cuda")
-    reference = models.prepare(models.TINY_RANDOM, task, models.get_technique("bf16+sdpa"), cuda)
+    reference = models.prepare(models.TINY_RANDOM, task, techniques.parse("bf16+sdpa"), cuda)
     expected = reference.predict(data.make_batches(tokenizer, rows, 16, "longest", 64), len(rows))
-    chosen = models.get_technique(technique)
+    chosen = techniques.parse(technique)
     prepared = models.prepare(models.TINY_RANDOM, task, chosen, cuda)
     batches = data.make_batches(tokenizer, rows, 16, "packed", 64)
     got = prepared.predict(batches, len(rows))
@@ -86,8 +85,8 @@ def test_padding_free_cells_run_varlen_flash_and_match_the_padded_model(techniqu
             forward(batch)
 
     with prepared.context():
-        kernels = bench.kernel_record(run_pass, chosen, cuda)
-    assert kernels["fallback"] is None, kernels["top"]
+        record = kernels.kernel_record(run_pass, chosen, cuda)
+    assert record["fallback"] is None, record["top"]
 
 
 def test_end_to_end_stream_on_the_gpu_gives_the_forward_only_metric(tmp_path):
@@ -109,8 +108,8 @@ def test_end_to_end_stream_on_the_gpu_gives_the_forward_only_metric(tmp_path):
         metrics_backend="sklearn",
         metric_tolerance=1.0,
     )
-    e2e = bench.Study(params.validate({**settings, "scope": "end_to_end"}), str(tmp_path))
-    model = bench.Study(params.validate(settings), str(tmp_path))
+    e2e = Study(profiles.validate({**settings, "scope": "end_to_end"}), str(tmp_path))
+    model = Study(profiles.validate(settings), str(tmp_path))
     streamed, forward = e2e.run(combinations=True), model.run(combinations=True)
     assert set(streamed["status"]) == set(forward["status"]) == {"ok"}
     assert streamed["metric_value"].iloc[0] == forward["metric_value"].iloc[0]

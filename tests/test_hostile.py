@@ -5,7 +5,8 @@ import errno
 
 import pytest
 
-from effbert import bench, config, params, report, results, runner
+from effbert import cli, config, models, profiles, report, results, runner
+from tests.conftest import Study
 
 
 def sst2_dir(root, labels):
@@ -35,7 +36,7 @@ def local_study(tmp_path, glue, checkpoint="tiny-random"):
         metrics_backend="sklearn",
         energy="none",
     )
-    return bench.Study(params.validate(values), str(tmp_path / "reports"))
+    return Study(profiles.validate(values), str(tmp_path / "reports"))
 
 
 def test_changed_data_is_a_new_cell_never_the_old_one(tmp_path):
@@ -51,7 +52,6 @@ def test_changed_data_is_a_new_cell_never_the_old_one(tmp_path):
 
 
 def test_changed_checkpoint_weights_are_a_new_cell(tmp_path):
-    from effbert import models
 
     glue = sst2_dir(tmp_path / "glue", [0, 1] * 8)
     folder = tmp_path / "ckpt"
@@ -69,9 +69,8 @@ def test_damaged_data_falls_under_on_missing_task(tmp_path):
     glue = sst2_dir(tmp_path / "glue", [0, 1, -1, 1])
     with pytest.raises(Exception, match="line 4"):
         local_study(tmp_path, glue).run(["fp32"])
-    skipping = local_study(tmp_path, glue)
-    skipping.params = params.validate({**vars(skipping.params), "on_missing_task": "skip"})
-    trials = skipping.run(["fp32"])
+    values = {**vars(local_study(tmp_path, glue).params), "on_missing_task": "skip"}
+    trials = Study(profiles.validate(values), str(tmp_path / "reports")).run(["fp32"])
     assert (trials["status"] == "skipped").all() and trials["reason"].str.contains("SST-2").all()
 
 
@@ -94,7 +93,7 @@ def test_ctrl_c_stops_cleanly_writes_the_index_and_says_how_to_resume(
 
     monkeypatch.setattr(runner, "_execute", execute)
     reports = tmp_path / "reports"
-    code = runner.main(["run", "--profile", smoke_copy(tmp_path), "--reports-dir", str(reports)])
+    code = cli.main(["run", "--profile", smoke_copy(tmp_path), "--reports-dir", str(reports)])
     assert code == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "Resume with `python -m effbert run --profile" in err
@@ -103,14 +102,14 @@ def test_ctrl_c_stops_cleanly_writes_the_index_and_says_how_to_resume(
 
 
 def test_a_full_disk_fails_the_notebook_with_the_path_and_keeps_going(tmp_path, monkeypatch):
-    real_write = runner.write_text_atomic
+    real_write = results.write_text_atomic
 
     def full_disk(path, text):
         if path.suffix == ".html" and path.name != "index.html":
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real_write(path, text)
 
-    monkeypatch.setattr(runner, "write_text_atomic", full_disk)
+    monkeypatch.setattr(results, "write_text_atomic", full_disk)
     reports = tmp_path / "reports"
     runs = runner.run_profile(smoke_copy(tmp_path, "tasks: [sst2]\n"), reports, only=["00", "90"])
     by_stem = {r.stem: r for r in runs}
@@ -127,7 +126,7 @@ def test_a_reports_folder_that_cannot_be_written_is_named(tmp_path, monkeypatch,
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "ro"))
 
     monkeypatch.setattr(runner, "validated_profile", refuse)
-    code = runner.main(["run", "--profile", "smoke", "--reports-dir", str(tmp_path / "ro")])
+    code = cli.main(["run", "--profile", "smoke", "--reports-dir", str(tmp_path / "ro")])
     assert code == 1
     err = capsys.readouterr().err
     assert "could not write" in err and "Permission denied" in err and "ro" in err
@@ -140,9 +139,9 @@ def test_index_escapes_what_it_shows(tmp_path):
 
 
 def test_summary_of_a_missing_folder_or_profile_is_a_message(tmp_path, capsys):
-    assert runner.main(["summary", "--profile", "smoke", "--reports-dir", str(tmp_path / "x")]) == 2
+    assert cli.main(["summary", "--profile", "smoke", "--reports-dir", str(tmp_path / "x")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert runner.main(["summary", "--profile", "smoke", "--reports-dir", str(tmp_path)]) == 2
+    assert cli.main(["summary", "--profile", "smoke", "--reports-dir", str(tmp_path)]) == 2
     assert "no measured cell of profile 'smoke'" in capsys.readouterr().err
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from effbert import data, metrics, models
+from effbert import data, metrics, models, packed, techniques
 from effbert.tasks import get_task
 
 MNLI = get_task("mnli_m")
@@ -35,7 +35,7 @@ def test_legacy_order_checkpoint_scores_the_same_as_a_glue_order_one():
     label_map scores exactly what the GLUE-order original scores."""
     rows = data.load_split(MNLI, "synthetic", max_samples=48)
     batches = data.make_batches(models.tiny_tokenizer(), rows, 16, "longest", 64)
-    fp32 = models.get_technique("fp32")
+    fp32 = techniques.parse("fp32")
     glue = models.prepare(models.TINY_RANDOM, MNLI, fp32, torch.device("cpu"))
     legacy_names = ["contradiction", "entailment", "neutral"]
     legacy = models.prepare(models.TINY_RANDOM, MNLI, fp32, torch.device("cpu"), legacy_names)
@@ -79,8 +79,8 @@ def test_cpu_techniques_keep_predictions_close_to_fp32(name):
     rows = data.load_split(task, "synthetic", max_samples=16)
     batch = data.make_batches(models.tiny_tokenizer(), rows, 16, "max_length", 64)[0]
     cpu = torch.device("cpu")
-    reference = models.prepare(models.TINY_RANDOM, task, models.get_technique("fp32"), cpu)
-    prepared = models.prepare(models.TINY_RANDOM, task, models.get_technique(name), cpu)
+    reference = models.prepare(models.TINY_RANDOM, task, techniques.parse("fp32"), cpu)
+    prepared = models.prepare(models.TINY_RANDOM, task, techniques.parse(name), cpu)
     expected, got = reference.logits(batch.inputs()), prepared.logits(batch.inputs())
     assert got.dtype == torch.float32 and got.shape == (16, 2)
     assert torch.allclose(got, expected, atol=0.05)
@@ -89,21 +89,21 @@ def test_cpu_techniques_keep_predictions_close_to_fp32(name):
 def test_gpu_only_techniques_say_why_on_cpu():
     cpu = torch.device("cpu")
     for name in ["autocast_fp16", "fp16", "fp16_flash"]:
-        reason = models.unsupported_reason(models.get_technique(name), cpu)
+        reason = techniques.unsupported_reason(techniques.parse(name), cpu)
         assert "needs a CUDA GPU" in reason
-    assert models.unsupported_reason(models.get_technique("fp32"), cpu) is None
+    assert techniques.unsupported_reason(techniques.parse("fp32"), cpu) is None
 
 
 def test_unknown_technique_lists_the_presets_and_the_axes():
     for name in ("fp9", "fp16+fp32", "flash+sdpa", "fp16+flash+compile+compile"):
         with pytest.raises(ValueError, match="fp16_flash.*int8_weight.*compile_max"):
-            models.get_technique(name)
+            techniques.parse(name)
 
 
 def test_axes_compose_and_a_composition_equal_to_a_preset_is_the_preset():
-    assert models.get_technique("flash+fp16") is models.TECHNIQUES["fp16_flash"]
-    assert models.get_technique("fp32") is models.TECHNIQUES["fp32"]
-    t = models.get_technique("bf16+sdpa+compile")
+    assert techniques.parse("flash+fp16") is techniques.TECHNIQUES["fp16_flash"]
+    assert techniques.parse("fp32") is techniques.TECHNIQUES["fp32"]
+    t = techniques.parse("bf16+sdpa+compile")
     assert t.axes == {
         "precision": "bf16",
         "attention": "sdpa",
@@ -112,11 +112,11 @@ def test_axes_compose_and_a_composition_equal_to_a_preset_is_the_preset():
     }
     assert t.weights_dtype == torch.bfloat16 and t.attn_implementation == "sdpa"
     assert not t.fused_attention_only and t.quantize is None
-    assert models.get_technique("fp8+flash").quantize == "fp8"
+    assert techniques.parse("fp8+flash").quantize == "fp8"
     cpu = torch.device("cpu")
-    assert "needs a CUDA GPU" in models.unsupported_reason(models.get_technique("fp8"), cpu)
-    assert "needs a CUDA GPU" in models.unsupported_reason(models.get_technique("tf32"), cpu)
-    assert models.unsupported_reason(models.get_technique("int8_weight+compile"), cpu) is None
+    assert "needs a CUDA GPU" in techniques.unsupported_reason(techniques.parse("fp8"), cpu)
+    assert "needs a CUDA GPU" in techniques.unsupported_reason(techniques.parse("tf32"), cpu)
+    assert techniques.unsupported_reason(techniques.parse("int8_weight+compile"), cpu) is None
 
 
 @pytest.mark.parametrize("name", ["bf16+sdpa", "int8_weight", "autocast_bf16+flash+compile"])
@@ -124,8 +124,8 @@ def test_cpu_axes_run_and_keep_predictions_close_to_fp32(name):
     task, cpu = get_task("sst2"), torch.device("cpu")
     rows = data.synthetic_rows(task, 16)
     batches = data.make_batches(models.tiny_tokenizer(), rows, 8, "longest", 32)
-    reference = models.prepare(models.TINY_RANDOM, task, models.get_technique("fp32"), cpu)
-    prepared = models.prepare(models.TINY_RANDOM, task, models.get_technique(name), cpu)
+    reference = models.prepare(models.TINY_RANDOM, task, techniques.parse("fp32"), cpu)
+    prepared = models.prepare(models.TINY_RANDOM, task, techniques.parse(name), cpu)
     expected = reference.predict(batches, len(rows))
     got = prepared.predict(batches, len(rows))
     np.testing.assert_allclose(got, expected, atol=0.05)
@@ -133,7 +133,7 @@ def test_cpu_axes_run_and_keep_predictions_close_to_fp32(name):
 
 def test_quantization_leaves_the_narrow_classifier_head_in_float():
     task, cpu = get_task("sst2"), torch.device("cpu")
-    prepared = models.prepare(models.TINY_RANDOM, task, models.get_technique("int8_weight"), cpu)
+    prepared = models.prepare(models.TINY_RANDOM, task, techniques.parse("int8_weight"), cpu)
     head = prepared.model.classifier.weight
     inner = prepared.model.distilbert.transformer.layer[0].ffn.lin1.weight
     assert type(head) is torch.nn.Parameter and type(inner) is not torch.nn.Parameter
@@ -150,9 +150,9 @@ def test_padding_free_logits_match_the_padded_model(technique):
     rows = data.load_split(task, "synthetic", max_samples=37)
     tokenizer = models.tiny_tokenizer()
     cpu = torch.device("cpu")
-    padded = models.prepare(models.TINY_RANDOM, task, models.get_technique("fp32"), cpu)
+    padded = models.prepare(models.TINY_RANDOM, task, techniques.parse("fp32"), cpu)
     expected = padded.predict(data.make_batches(tokenizer, rows, 8, "longest", 64), len(rows))
-    chosen = models.get_technique(technique)
+    chosen = techniques.parse(technique)
     prepared = models.prepare(models.TINY_RANDOM, task, chosen, cpu)
     batches = data.make_batches(tokenizer, rows, 8, "packed", 64)
     inputs = prepared.inputs(batches[0])
@@ -163,7 +163,6 @@ def test_padding_free_logits_match_the_padded_model(technique):
 
 
 def test_packing_refuses_left_padded_inputs():
-    from effbert import packed
 
     ids = torch.tensor([[0, 5, 6], [7, 8, 9]])
     with pytest.raises(ValueError, match="right-padded"):
@@ -190,7 +189,7 @@ def test_packing_refuses_left_padded_inputs():
 )
 def test_shortcut_axis(name, message):
     if message is None:
-        technique = models.get_technique(name)
+        technique = techniques.parse(name)
         assert technique.axes == {
             "precision": "fp16",
             "attention": "varlen",
@@ -199,15 +198,15 @@ def test_shortcut_axis(name, message):
         }
     else:
         with pytest.raises(ValueError, match=message):
-            models.get_technique(name)
+            techniques.parse(name)
 
 
 def test_padding_and_attention_must_agree():
-    varlen = models.get_technique("bf16+varlen")
-    assert "padding: packed" in models.padding_problem(varlen, "bucketed")
-    assert "add varlen" in models.padding_problem(models.get_technique("bf16"), "packed")
-    assert models.padding_problem(varlen, "packed") is None
-    reason = models.unsupported_reason(varlen, torch.device("cpu"))
+    varlen = techniques.parse("bf16+varlen")
+    assert "padding: packed" in techniques.padding_problem(varlen, "bucketed")
+    assert "add varlen" in techniques.padding_problem(techniques.parse("bf16"), "packed")
+    assert techniques.padding_problem(varlen, "packed") is None
+    reason = techniques.unsupported_reason(varlen, torch.device("cpu"))
     assert reason is None
 
 
@@ -218,9 +217,9 @@ def test_flash_attention_packages_are_named_when_missing(monkeypatch):
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "flash_attn" else real(name)
     )
-    technique = models.get_technique("fp16+fa2")
+    technique = techniques.parse("fp16+fa2")
     assert technique.attn_implementation == "flash_attention_2"
-    reason = models.unsupported_reason(technique, torch.device("cpu"))
+    reason = techniques.unsupported_reason(technique, torch.device("cpu"))
     assert "needs the package 'flash_attn'" in reason
 
 
@@ -233,19 +232,19 @@ def test_int8_batches_below_torchaos_minimum_rows_get_masked_padding_not_a_crash
     widened = models.pad_to_rows(batches[0], models.INT8_MIN_ROWS)
     assert widened.input_ids.numel() >= 17 and widened.n_tokens == batches[0].n_tokens
     cpu = torch.device("cpu")
-    fp32 = models.prepare(models.TINY_RANDOM, task, models.get_technique("fp32"), cpu)
+    fp32 = models.prepare(models.TINY_RANDOM, task, techniques.parse("fp32"), cpu)
     np.testing.assert_allclose(
         fp32.logits(widened.inputs()).numpy(), fp32.logits(batches[0].inputs()).numpy(), atol=1e-5
     )
-    int8 = models.prepare(models.TINY_RANDOM, task, models.get_technique("int8"), cpu)
+    int8 = models.prepare(models.TINY_RANDOM, task, techniques.parse("int8"), cpu)
     assert int8.inputs(batches[0])["input_ids"].numel() >= 17
     assert int8.predict(batches, len(rows)).shape == (4, 2)
 
 
 def test_eager_names_the_attention_then_the_execution_and_is_never_needed():
-    technique = models.get_technique("bf16+sdpa+eager")
+    technique = techniques.parse("bf16+sdpa+eager")
     assert (technique.attention, technique.execution) == ("sdpa", "eager")
-    assert "write 'bf16+sdpa'" in models.spelling_problem("bf16+sdpa+eager")
+    assert "write 'bf16+sdpa'" in techniques.spelling_problem("bf16+sdpa+eager")
 
 
 def test_fill_rows_appends_copies_of_the_last_row_and_keeps_the_real_rows_first():
@@ -264,10 +263,10 @@ def test_a_model_compiled_for_one_shape_takes_the_smaller_last_batch_without_rec
     rows = data.load_split(task, "synthetic", max_samples=6)
     batches = data.make_batches(models.tiny_tokenizer(), rows, 4, "max_length", 16)
     cpu = torch.device("cpu")
-    eager = models.prepare(models.TINY_RANDOM, task, models.get_technique("fp32"), cpu)
+    eager = models.prepare(models.TINY_RANDOM, task, techniques.parse("fp32"), cpu)
     torch._dynamo.reset()
     compiled = models.prepare(
-        models.TINY_RANDOM, task, models.get_technique("fp32+compile"), cpu, static_rows=4
+        models.TINY_RANDOM, task, techniques.parse("fp32+compile"), cpu, static_rows=4
     )
     assert compiled.static_rows == 4
     with torch._dynamo.config.patch(error_on_recompile=True):
@@ -275,7 +274,7 @@ def test_a_model_compiled_for_one_shape_takes_the_smaller_last_batch_without_rec
     np.testing.assert_allclose(predicted, eager.predict(batches, len(rows)), atol=1e-5)
     assert (
         models.prepare(
-            models.TINY_RANDOM, task, models.get_technique("fp32"), cpu, static_rows=4
+            models.TINY_RANDOM, task, techniques.parse("fp32"), cpu, static_rows=4
         ).static_rows
         is None
     )  # eager takes any shape as it is
@@ -287,7 +286,7 @@ def test_quantizing_leaves_the_compile_settings_of_later_cells_alone():
 
     before = (inductor.coordinate_descent_tuning, inductor.force_fuse_int_mm_with_mul)
     models.prepare(
-        models.TINY_RANDOM, get_task("sst2"), models.get_technique("int8"), torch.device("cpu")
+        models.TINY_RANDOM, get_task("sst2"), techniques.parse("int8"), torch.device("cpu")
     )
     assert (inductor.coordinate_descent_tuning, inductor.force_fuse_int_mm_with_mul) == before
     assert before == (False, False)

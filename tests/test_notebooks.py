@@ -8,7 +8,7 @@ import papermill as pm
 import pytest
 import torch
 
-from effbert import config, models, plots, report, runner
+from effbert import config, figures, runner, runs, techniques
 
 ON_GPU_ONLY = {"autocast_fp16", "fp16", "fp16_flash"}
 DRAWS = ("study.figure(", "plots.")
@@ -23,11 +23,13 @@ def outputs(path, output_type=None):
 
 @pytest.mark.notebooks
 def test_smoke_profile_runs_every_notebook(tmp_path):
-    runs = runner.run_profile("smoke", tmp_path)
-    assert [r.status for r in runs] == ["ok"] * len(runs), [(r.stem, r.message) for r in runs]
-    assert len(runs) == len(runner.notebook_paths())
+    notebook_runs = runner.run_profile("smoke", tmp_path)
+    assert [r.status for r in notebook_runs] == ["ok"] * len(notebook_runs), [
+        (r.stem, r.message) for r in notebook_runs
+    ]
+    assert len(notebook_runs) == len(runner.notebook_paths())
     index = (tmp_path / "index.html").read_text()
-    for run in runs:
+    for run in notebook_runs:
         executed = tmp_path / "executed" / f"{run.stem}.ipynb"
         assert (tmp_path / f"{run.stem}.html").stat().st_size > 1000
         assert f"{run.stem}.html" in index
@@ -37,7 +39,7 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
         if any(call in source for call in DRAWS):
             images = [o for o in outputs(executed) if "image/png" in o.get("data", {})]
             assert images, f"{run.stem} draws but holds no image/png output"
-    for name in plots.FIGURES:
+    for name in figures.FIGURES:
         if name != "scopes":  # drawn only for end-to-end cells, which smoke has none of
             assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
 
@@ -50,9 +52,9 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     ok = grid[grid["status"] == "ok"]
     skipped = grid[grid["status"] == "skipped"]
     if torch.cuda.is_available():
-        assert set(ok["technique"]) == set(models.TECHNIQUES) and skipped.empty
+        assert set(ok["technique"]) == set(techniques.TECHNIQUES) and skipped.empty
     else:
-        assert set(ok["technique"]) == set(models.TECHNIQUES) - ON_GPU_ONLY
+        assert set(ok["technique"]) == set(techniques.TECHNIQUES) - ON_GPU_ONLY
         assert set(skipped["technique"]) == ON_GPU_ONLY
     assert (ok["time_s"] > 0).all() and ok["metric_value"].notna().all()
     assert ok[["device", "torch", "transformers", "git_sha"]].notna().all().all()
@@ -63,15 +65,15 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     assert len(rerun) == len(results)
     assert not rerun.duplicated(["cell_id", "trial"]).any()
 
-    records = report.run_records(tmp_path, "smoke")
+    records = runs.run_records(tmp_path, "smoke")
     whole = [r for r in records if r["kind"] == "reproduce"]
     cells = results.drop_duplicates("cell_id")
     assert [r["cells_measured"] for r in whole] == [cells["status"].isin(["ok", "failed"]).sum(), 0]
-    assert list(whole[0]["notebooks"]) == [r.stem for r in runs]
+    assert list(whole[0]["notebooks"]) == [r.stem for r in notebook_runs]
     assert list(whole[1]["notebooks"]) == [r.stem for r in again if r.stem.startswith("20")]
     measured = [r for r in records if r["kind"] == "measure"]
     assert measured and all(r["in_process"] for r in measured)
-    assert "`effbert run` measured" in report.gpu_time_markdown(tmp_path, "smoke")
+    assert "`effbert run` measured" in runs.gpu_time_markdown(tmp_path, "smoke")
 
 
 @pytest.mark.notebooks
@@ -85,14 +87,14 @@ def test_a_profile_that_narrows_techniques_runs_every_notebook(tmp_path):
     assert set(results["technique"]) == {"fp32", "fp16_flash"}
     frontier = tmp_path / "reports" / "executed" / "70-measure-frontier.ipynb"
     printed = "".join(o.get("text", "") for o in outputs(frontier, "stream"))
-    assert "profile 'narrow' selects none combinations" in printed
+    assert "profile 'narrow' selects no cell here" in printed
 
 
 @pytest.mark.notebooks
 def test_setup_run_again_after_measure_in_one_kernel(tmp_path):
     """As in JupyterLab: run the notebook, then Setup and everything after it again."""
     nb = runner.read_notebook(config.NOTEBOOKS_DIR / "20-measure-techniques.py")
-    first_setup = next(i for i, c in enumerate(nb.cells) if "Study.from_profile" in c.source)
+    first_setup = next(i for i, c in enumerate(nb.cells) if "Plan.from_profile" in c.source)
     nb.cells += [nbformat.from_dict(json.loads(json.dumps(c))) for c in nb.cells[first_setup:]]
     for cell in nb.cells:
         cell.pop("id", None)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from effbert import bench, config, params, results
+from effbert import config, params, plan, profiles, results, stats, windows
 from effbert.tasks import get_task
 
 OFFLINE_GPU_CELLS = config.PROJ_ROOT / "reports" / "offline-gpu" / "results" / "cells"
@@ -15,7 +15,7 @@ def write(tmp_path, text, name="p.yaml"):
 
 
 def test_profile_by_name_defaults_profile_key_to_stem():
-    smoke = params.load("smoke")
+    smoke = profiles.load("smoke")
     assert smoke.profile == "smoke" and smoke.data_source == "synthetic"
 
 
@@ -23,27 +23,27 @@ def test_every_shipped_profile_is_valid(monkeypatch, tmp_path):
     monkeypatch.setenv("EFFBERT_GLUE_DIR", str(tmp_path))
     monkeypatch.setenv("EFFBERT_BASE_MODEL", str(tmp_path))
     for path in sorted(config.PARAMS_DIR.glob("*.yaml")):
-        assert params.load(path.stem).profile == path.stem
+        assert profiles.load(path.stem).profile == path.stem
 
 
 def test_unknown_profile_lists_known_ones():
     with pytest.raises(config.ProfileError, match="smoke"):
-        params.load("no-such-profile")
+        profiles.load("no-such-profile")
 
 
 def test_env_references_expand_and_missing_ones_name_the_variable(tmp_path, monkeypatch):
     path = write(tmp_path, "checkpoints_dir: ${EFFBERT_TEST_DIR}/ckpt\nbase_model: x/y\n")
     monkeypatch.setenv("EFFBERT_TEST_DIR", str(tmp_path))
-    assert params.load(path).checkpoints_dir == f"{tmp_path}/ckpt"
+    assert profiles.load(path).checkpoints_dir == f"{tmp_path}/ckpt"
     monkeypatch.delenv("EFFBERT_TEST_DIR")
     with pytest.raises(config.ProfileError, match="EFFBERT_TEST_DIR"):
-        params.load(path)
-    assert params.load(path, inputs=False).checkpoints_dir == "${EFFBERT_TEST_DIR}/ckpt"
+        profiles.load(path)
+    assert profiles.load(path, inputs=False).checkpoints_dir == "${EFFBERT_TEST_DIR}/ckpt"
 
 
 def test_unknown_keys_get_a_suggestion_and_the_valid_keys(tmp_path):
     with pytest.raises(config.ProfileError) as err:
-        params.load(write(tmp_path, "batch_size: [8]\n"))
+        profiles.load(write(tmp_path, "batch_size: [8]\n"))
     message = str(err.value)
     assert "unknown key 'batch_size' (did you mean 'batch_sizes'?)" in message
     assert "Valid keys: profile, device, tasks" in message
@@ -92,10 +92,10 @@ def test_unknown_keys_get_a_suggestion_and_the_valid_keys(tmp_path):
 def test_wrong_values_are_refused_naming_the_key_and_value(tmp_path, text, expected):
     path = write(tmp_path, text)
     if expected is None:
-        params.load(path)
+        profiles.load(path)
         return
     with pytest.raises(config.ProfileError) as err:
-        params.load(path)
+        profiles.load(path)
     assert expected in str(err.value)
 
 
@@ -106,11 +106,11 @@ def test_a_yaml_alias_bomb_is_refused_before_expansion(tmp_path):
         for a, b in zip("abcdefgh", "bcdefghi", strict=True)
     ]
     with pytest.raises(config.ProfileError, match="aliases"):
-        params.load(write(tmp_path, "\n".join(lines) + "\n"))
+        profiles.load(write(tmp_path, "\n".join(lines) + "\n"))
 
 
 def test_finetune_settings_per_task_over_default_over_the_field_defaults(tmp_path):
-    p = params.load(
+    p = profiles.load(
         write(
             tmp_path,
             "seed: 7\nfinetune: {default: {epochs: 2}, rte: {seed: 2, lr: 5.0e-5}, mnli: {batch_size: 8}}\n",
@@ -135,7 +135,7 @@ def test_defaults_live_only_in_params():
 
     measure = {
         f.name
-        for f in dataclasses.fields(bench.MeasureSettings)
+        for f in dataclasses.fields(windows.MeasureSettings)
         if f.default is dataclasses.MISSING
     }
     assert measure == {"warmup_s", "trials", "min_window_s"}
@@ -145,16 +145,16 @@ def test_defaults_live_only_in_params():
 def test_published_cells_without_fingerprints_are_legacy_shown_and_never_reused():
     """The offline-gpu run predates fingerprints: its 70 cells are read and marked legacy, and
     the same settings today make new cell ids, so none of them is reused."""
-    offline = params.load("offline-gpu", inputs=False)
+    offline = profiles.load("offline-gpu", inputs=False)
     cells = results.load_cells(OFFLINE_GPU_CELLS)
     assert len(cells) == 70
     rows = results.trial_rows(cells)
     assert rows["legacy"].all()
-    assert results.summarize(rows)["legacy"].all()
+    assert stats.summarize(rows)["legacy"].all()
     fingerprints = {"data": "d", "checkpoint": "c", "environment": {}}
     for cell in cells:
         stored = cell["config"]
-        config = bench.cell_config(
+        config = plan.cell_config(
             offline,
             get_task(stored["task"]),
             stored["technique"],
@@ -177,10 +177,10 @@ def test_relative_paths_resolve_from_the_project_root(tmp_path):
 
 
 def test_packed_padding_needs_padding_free_attention():
-    with pytest.raises(params.ProfileError, match=r"combinations\[0\]: .*set padding: packed"):
-        params.load("smoke", combinations=[{"technique": "bf16+varlen", "padding": "bucketed"}])
-    with pytest.raises(params.ProfileError, match="techniques: padding: packed needs"):
-        params.load("smoke", padding="packed")
+    with pytest.raises(profiles.ProfileError, match=r"combinations\[0\]: .*set padding: packed"):
+        profiles.load("smoke", combinations=[{"technique": "bf16+varlen", "padding": "bucketed"}])
+    with pytest.raises(profiles.ProfileError, match="techniques: padding: packed needs"):
+        profiles.load("smoke", padding="packed")
 
 
 @pytest.mark.parametrize(
@@ -194,23 +194,23 @@ def test_packed_padding_needs_padding_free_attention():
 def test_one_technique_has_one_name(techniques, message):
     import re
 
-    with pytest.raises(params.ProfileError, match=re.escape(message)):
-        params.load("smoke", techniques=techniques)
+    with pytest.raises(profiles.ProfileError, match=re.escape(message)):
+        profiles.load("smoke", techniques=techniques)
 
 
 def test_scope_rules_that_would_mislabel_a_measurement_are_refused():
-    with pytest.raises(params.ProfileError, match="the pipeline takes raw text"):
-        params.load("smoke", combinations=[{"technique": "pipeline"}])
-    with pytest.raises(params.ProfileError, match="use order: sequential"):
-        params.load("smoke", scope="end_to_end", order="interleaved")
+    with pytest.raises(profiles.ProfileError, match="the pipeline takes raw text"):
+        profiles.load("smoke", combinations=[{"technique": "pipeline"}])
+    with pytest.raises(profiles.ProfileError, match="use order: sequential"):
+        profiles.load("smoke", scope="end_to_end", order="interleaved")
 
 
 def test_a_cell_compiled_for_one_batch_shape_has_its_own_id():
-    study = params.load("smoke", inputs=False)
+    study = profiles.load("smoke", inputs=False)
     task, fingerprints = get_task("sst2"), {"data": "d", "checkpoint": "c", "environment": {}}
 
     def config(technique: str, padding: str) -> dict:
-        return bench.cell_config(
+        return plan.cell_config(
             study, task, technique, 16, padding, None, None, "cpu", fingerprints
         )
 

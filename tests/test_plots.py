@@ -10,8 +10,8 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from effbert import plots, results
-from effbert.models import TECHNIQUES
+from effbert import figures, plots, stats
+from effbert.techniques import TECHNIQUES
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -59,8 +59,8 @@ def error_segments(ax):
 
 @pytest.mark.parametrize("energy", [True, False])
 def test_every_figure_is_written(tmp_path, energy):
-    paths = plots.save_all(summary(energy), tmp_path)
-    assert plots.FIGURES == (
+    paths = figures.save_all(summary(energy), tmp_path)
+    assert figures.FIGURES == (
         "baseline",
         "energy",
         "glue",
@@ -69,7 +69,7 @@ def test_every_figure_is_written(tmp_path, energy):
         "frontier",
         "scopes",
     )
-    drawn = [n for n in plots.FIGURES if n != "scopes"]  # no end-to-end cells here
+    drawn = [n for n in figures.FIGURES if n != "scopes"]  # no end-to-end cells here
     assert [p.name for p in paths] == [f"{n}.png" for n in drawn]
     for path in paths:
         width, height = Image.open(path).size
@@ -77,12 +77,12 @@ def test_every_figure_is_written(tmp_path, energy):
 
 
 def test_ratio_interval_propagates_both_relative_errors():
-    ratio, half = results.ratio_ci95(50.0, 5.0, 200.0, 10.0)
+    ratio, half = stats.ratio_ci95(50.0, 5.0, 200.0, 10.0)
     assert ratio == 0.25
     assert half == pytest.approx(0.25 * math.sqrt(0.1**2 + 0.05**2))
-    assert results.ratio_ci95(2.0, 0.0, 1.0, 0.0) == (2.0, 0.0)
-    assert math.isnan(results.ratio_ci95(2.0, float("nan"), 1.0, 0.1)[1])
-    ratios, halves = results.ratio_ci95([1.0, 4.0], [0.1, 0.4], [2.0, 2.0], [0.0, 0.0])
+    assert stats.ratio_ci95(2.0, 0.0, 1.0, 0.0) == (2.0, 0.0)
+    assert math.isnan(stats.ratio_ci95(2.0, float("nan"), 1.0, 0.1)[1])
+    ratios, halves = stats.ratio_ci95([1.0, 4.0], [0.1, 0.4], [2.0, 2.0], [0.0, 0.0])
     np.testing.assert_allclose(ratios, [0.5, 2.0])
     np.testing.assert_allclose(halves, [0.05, 0.2])
 
@@ -134,7 +134,7 @@ def test_energy_ratios_carry_intervals_from_both_cells():
     (ax,) = fig.axes
     heights = sorted(round(p.get_height(), 6) for p in ax.patches)
     assert heights == [0.25, 0.25, 2.5, 2.5]
-    _, half = results.ratio_ci95(50.0, 5.0, 200.0, 5.0)
+    _, half = stats.ratio_ci95(50.0, 5.0, 200.0, 5.0)
     lengths = sorted(high - low for _, low, high in error_segments(ax))
     assert lengths[0] == pytest.approx(2 * half)
 
@@ -148,7 +148,8 @@ def test_error_bars_never_go_below_zero():
 
 def test_empty_data_gives_one_sentence_instead_of_axes():
     empty = summary().iloc[0:0]
-    for fig in [getattr(plots, name)(empty) for name in plots.FIGURES]:
+    for fig in [getattr(plots, name, None) or getattr(figures, name) for name in figures.FIGURES]:
+        fig = fig(empty)
         assert fig.axes == [] and len(fig.texts) == 1
     for name in ("baseline", "energy", "tradeoff"):
         fig = getattr(plots, name)(summary(energy=False))
@@ -189,7 +190,7 @@ def test_tradeoff_has_one_panel_per_task_in_its_metric():
     ids=["missing-columns", "single-trial", "one-task", "only-baseline", "no-baseline"],
 )
 def test_figures_tolerate_sparse_summaries(tmp_path, frame):
-    for path in plots.save_all(frame, tmp_path):
+    for path in figures.save_all(frame, tmp_path):
         assert path.read_bytes()[:8] == PNG
     assert isinstance(plots.compare(frame, ["fp16"]), Figure)
 
@@ -206,7 +207,7 @@ def test_scopes_figure_puts_both_scopes_of_a_configuration_side_by_side():
         scope="model", padding="max_length"
     )
     e2e = model.assign(scope="end_to_end", j_per_1k_samples_mean=model["j_per_1k_samples_mean"] * 3)
-    fig = plots.scopes(pd.concat([model, e2e], ignore_index=True))
+    fig = figures.scopes(pd.concat([model, e2e], ignore_index=True))
     (ax,) = fig.axes
     bars = [p for p in ax.patches]
     assert len(bars) == 4  # two configurations, each in both scopes
@@ -216,7 +217,7 @@ def test_scopes_figure_puts_both_scopes_of_a_configuration_side_by_side():
         "fp32 · bs16 · max_length",
         "fp16 · bs16 · max_length",
     }
-    assert "No end-to-end" in plots.scopes(model).texts[0].get_text()
+    assert "No end-to-end" in figures.scopes(model).texts[0].get_text()
 
 
 def test_baseline_shows_the_part_above_idle_power_where_recorded():
@@ -244,7 +245,7 @@ def test_the_scopes_figure_is_saved_only_for_records_with_end_to_end_cells(tmp_p
     forward = summary(True)
     stale = tmp_path / "scopes.png"
     stale.write_bytes(b"an earlier run's figure")
-    assert stale not in plots.save_all(forward, tmp_path) and not stale.exists()
+    assert stale not in figures.save_all(forward, tmp_path) and not stale.exists()
     both = pd.concat([forward.assign(scope="model"), forward.assign(scope="end_to_end")])
-    assert stale in plots.save_all(both, tmp_path)
+    assert stale in figures.save_all(both, tmp_path)
     assert stale.read_bytes()[:8] == PNG

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from effbert import config, report, results
+from effbert import config, floor, kernels, report, results, runs, stats
 
 README = (config.PROJ_ROOT / "README.md").read_text()
 
@@ -11,9 +11,9 @@ README = (config.PROJ_ROOT / "README.md").read_text()
 @pytest.mark.parametrize(
     ("render", "reports_dir"),
     [
-        (report.floor_markdown, "reports/floor-packed"),
-        (report.floor_markdown, "reports/floor-packed-h100"),
-        (report.end_to_end_markdown, "reports/e2e"),
+        (floor.floor_markdown, "reports/floor-packed"),
+        (floor.floor_markdown, "reports/floor-packed-h100"),
+        (floor.end_to_end_markdown, "reports/e2e"),
     ],
 )
 def test_readme_tables_are_printed_from_the_committed_records(render, reports_dir):
@@ -25,10 +25,10 @@ def test_readme_tables_are_printed_from_the_committed_records(render, reports_di
 def test_the_floor_explanation_quotes_the_best_cells_recorded_kernels_and_power():
     paths = config.reports_paths(config.PROJ_ROOT / "reports" / "floor-packed")
     trials = results.read_results(paths["results"])
-    summary = results.summarize(trials)
+    summary = stats.summarize(trials)
     best = summary.loc[summary["j_per_1k_samples_mean"].idxmin()]
     record = results.cell_record(paths["cells"], best["cell_id"])
-    split = report.kernel_split(record["kernels"])
+    split = kernels.kernel_split(record["kernels"])
     quoted = (
         f"matrix products {split['matrix products']:.0%}",
         f"the varlen flash-attention kernel {split['attention']:.0%}",
@@ -53,12 +53,12 @@ def test_the_published_studys_headline_claims_findings_and_gpu_time_come_from_it
 def test_the_studys_summary_quotes_its_records():
     paths = config.reports_paths(config.PROJ_ROOT / "reports" / "study")
     trials = results.read_results(paths["results"], "study")
-    summary = results.summarize(trials)
+    summary = stats.summarize(trials)
     ratios, unchanged, moved = [], [], []
     for _, cells in summary.groupby("task"):
-        base = results.original_cell(cells)
+        base = stats.original_cell(cells)
         best = cells.loc[cells["j_per_1k_samples_mean"].idxmin()]
-        ratios.append(results.energy_ratio(base, best)[0])
+        ratios.append(stats.energy_ratio(base, best)[0])
         change = best["metric_value"] - base["metric_value"]
         if change == 0:
             unchanged.append(best["task"])
@@ -85,7 +85,7 @@ def test_the_studys_summary_quotes_its_records():
 
 def _best_end_to_end(reports_dir: str):
     paths = config.reports_paths(config.PROJ_ROOT / "reports" / reports_dir)
-    table = report.end_to_end_table(results.summarize(results.read_results(paths["results"])))
+    table = floor.end_to_end_table(stats.summarize(results.read_results(paths["results"])))
     e2e = table[table["scope"] == "end_to_end"]
     return e2e.loc[e2e["GPU J/1k"].str.split(" ").str[0].astype(float).idxmin()]
 
@@ -103,13 +103,13 @@ def test_the_end_to_end_summary_quotes_the_best_cells_ratios():
 def test_the_floor_gaps_explanation_quotes_the_window_split_and_power():
     paths = config.reports_paths(config.PROJ_ROOT / "reports" / "floor-gaps")
     trials = results.read_results(paths["results"])
-    summary = results.summarize(trials)
+    summary = stats.summarize(trials)
     text = " ".join(README.split())
 
     def split_of(cell):
         record = results.cell_record(paths["cells"], cell["cell_id"])
         windows = trials[trials["cell_id"] == cell["cell_id"]]
-        return record, windows, report.window_split(record["kernels"], windows)
+        return record, windows, kernels.window_split(record["kernels"], windows)
 
     best = summary.loc[summary["j_per_1k_samples_mean"].idxmin()]
     record, windows, split = split_of(best)
@@ -126,7 +126,7 @@ def test_the_floor_gaps_explanation_quotes_the_window_split_and_power():
         assert phrase in text, phrase
     assert round(4 * (1 - 3.0 / best["j_per_1k_samples_mean"])) == 1  # 3 J/1k: a quarter less
     assert "needs about a quarter less GPU time per sample" in text
-    original = results.original_cell(summary)
+    original = stats.original_cell(summary)
     _, _, original_split = split_of(original)
     assert f"without a kernel for {original_split['no kernel running']:.0%} of its" in text
     gaps = [
@@ -153,7 +153,7 @@ def test_the_study_record_count_quoted_is_the_committed_one():
 def _measuring_minutes(reports_dir) -> float:
     (whole,) = [
         r
-        for r in report.run_records(reports_dir, "study")
+        for r in runs.run_records(reports_dir, "study")
         if r["kind"] == "reproduce" and r["cells_measured"]
     ]
     return whole["wall_s"] / 60
@@ -166,13 +166,13 @@ def test_the_study_time_on_one_and_two_gpus_and_their_agreement_come_from_the_re
         config.PROJ_ROOT / "reports" / name for name in ("study", "study-2gpu", "study-1gpu-shared")
     )
     for reports_dir, gpus in ((one_gpu, "1 × NVIDIA H200"), (two_gpus, "2 × NVIDIA H200")):
-        timed = report.time_markdown(reports_dir, "study")
+        timed = runs.time_markdown(reports_dir, "study")
         assert "| whole run |" in timed and gpus in timed
         assert timed in README
-    agreed = report.agreement_markdown(two_gpus, partner, "study")
+    agreed = runs.agreement_markdown(two_gpus, partner, "study")
     assert agreed.endswith(".") and "GPU 1" in agreed and "GPU 2" in agreed
     assert agreed in README
-    assert report.agreement_markdown(one_gpu, partner, "study") in README
+    assert runs.agreement_markdown(one_gpu, partner, "study") in README
     text = " ".join(README.split())
     published, paired, two = (_measuring_minutes(d) for d in (one_gpu, partner, two_gpus))
     assert published <= 15, "the goal: the whole study in 15 minutes on one GPU"
@@ -189,8 +189,8 @@ def test_the_study_time_on_one_and_two_gpus_and_their_agreement_come_from_the_re
 
 def test_a_replay_of_the_published_study_measured_nothing():
     """Its last run record: a whole run over the committed records that measured no cell."""
-    runs = report.run_records(config.PROJ_ROOT / "reports" / "study", "study")
-    replay = runs[-1]
+    records = runs.run_records(config.PROJ_ROOT / "reports" / "study", "study")
+    replay = records[-1]
     assert replay["kind"] == "reproduce" and replay["cells_measured"] == 0
     assert set(replay["notebooks"]) == {
         "00-check-environment",
@@ -204,10 +204,10 @@ def test_a_replay_of_the_published_study_measured_nothing():
 
 def test_the_time_split_of_a_two_gpu_run_counts_gpu_time_held():
     two_gpus = config.PROJ_ROOT / "reports" / "study-2gpu"
-    split = report.time_split(two_gpus, "study").set_index("part")["gpu_time_s"]
-    runs = report.run_records(two_gpus, "study")
-    (whole,) = [r for r in runs if r["kind"] == "reproduce"]
-    (finetune,) = [r for r in runs if r["kind"] == "finetune"]
+    split = runs.time_split(two_gpus, "study").set_index("part")["gpu_time_s"]
+    records = runs.run_records(two_gpus, "study")
+    (whole,) = [r for r in records if r["kind"] == "reproduce"]
+    (finetune,) = [r for r in records if r["kind"] == "finetune"]
     assert whole["gpu_count"] == 2 and len(finetune["gpus"]) == 2
     assert split["whole run"] == round(2 * whole["wall_s"])
     assert split["fine-tuning the checkpoints"] == round(2 * finetune["wall_s"])

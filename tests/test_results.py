@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from effbert import results
+from effbert import results, schema, stats, tables
 
 
 def record(task="sst2", technique="fp32", energy=(100.0, 110.0), status="ok"):
@@ -76,7 +76,7 @@ def test_tables_have_one_row_per_trial_and_one_summary_row_per_cell(tmp_path):
     results.write_cell(cells, record("mrpc", "fp16", status="skipped"))
     trials = results.write_tables(tmp_path, cells)
     assert len(trials) == 3
-    assert list(trials.columns[:8]) == results.IDENTITY_COLUMNS
+    assert list(trials.columns[:8]) == schema.IDENTITY_COLUMNS
     summary = pd.read_csv(tmp_path / results.SUMMARY_CSV)
     [row] = summary.to_dict("records")
     assert row["energy_j_mean"] == 105.0 and row["trials"] == 2
@@ -97,8 +97,8 @@ def test_comparison_gives_ratios_to_the_baseline(tmp_path):
     cells = tmp_path / "cells"
     results.write_cell(cells, record())
     results.write_cell(cells, record(technique="fp16", energy=(25.0, 27.5)))
-    summary = results.summarize(results.write_tables(tmp_path, cells))
-    table = results.comparison(summary).set_index("technique")
+    summary = stats.summarize(results.write_tables(tmp_path, cells))
+    table = stats.comparison(summary).set_index("technique")
     assert table.loc["fp16", "energy_vs_base"] == pytest.approx(0.25)
     assert table.loc["fp32", "metric_change"] == 0
 
@@ -114,7 +114,7 @@ def test_with_intervals_joins_each_mean_with_its_half_width_in_one_column():
             "prepare_s": [0.12345, 22.1],
         }
     )
-    shown = results.with_intervals(summary)
+    shown = tables.with_intervals(summary)
     assert list(shown.columns) == ["technique", "j_per_1k_samples", "samples_per_s", "prepare_s"]
     assert shown["j_per_1k_samples"].tolist() == ["211 ± 7.64", "4.03"]
     assert shown["samples_per_s"].tolist() == ["88,553 ± 690", "2,661 ± 36.1"]

@@ -9,7 +9,7 @@ import re
 import pandas as pd
 import pytest
 
-from effbert import results
+from effbert import results, schema, stats, tables
 
 
 def record(technique="fp32", status="ok", n_trials=2, measured_at="2026-11-26T00:00:00"):
@@ -242,13 +242,13 @@ def test_tables_of_no_measured_cell_are_empty_with_their_columns(tmp_path, statu
     assert {"status", "energy_source", "cell_id", "measured_at"} <= set(trials.columns)
     trials.to_csv(tmp_path / "t.csv", index=False)
     for frame in (trials, pd.DataFrame(), pd.read_csv(tmp_path / "t.csv")):
-        summary = results.summarize(frame)
-        assert summary.empty and list(summary.columns) == results.SUMMARY_COLUMNS
-        table = results.comparison(summary)
+        summary = stats.summarize(frame)
+        assert summary.empty and list(summary.columns) == schema.SUMMARY_COLUMNS
+        table = stats.comparison(summary)
         assert table.empty and {"energy_vs_base", "technique"} <= set(table.columns)
-        where = results.provenance(frame)
+        where = tables.provenance(frame)
         assert where.empty and {"profile", "first", "last", "trials"} <= set(where.columns)
-        sheet = results.provenance_sheet(frame)
+        sheet = tables.provenance_sheet(frame)
         assert sheet.shape[1] == 0 and {"profile", "trials"} <= set(sheet.index)
 
 
@@ -262,7 +262,7 @@ def test_the_provenance_sheet_has_a_column_per_environment():
             "measured_at": ["2026-01-01", "2026-01-02", "2026-01-03"],
         }
     )
-    sheet = results.provenance_sheet(trials)
+    sheet = tables.provenance_sheet(trials)
     assert list(sheet.columns) == ["environment 1", "environment 2"]
     assert list(sheet.loc["device_name"]) == ["A100", "H200"]
     assert (

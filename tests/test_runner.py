@@ -1,6 +1,6 @@
 import pytest
 
-from effbert import config, params, runner
+from effbert import cli, config, profiles, results, runner
 
 NOTEBOOK = """# %% [markdown]
 # # A test notebook
@@ -10,9 +10,9 @@ profile: str = "smoke"  # name
 reports_dir: str = "reports"  # where
 
 # %%
-from effbert import params
+from effbert import profiles
 
-trials = params.load(profile).trials
+trials = profiles.load(profile).trials
 assert trials != 13, "unlucky value"
 """
 
@@ -55,7 +55,7 @@ def test_unknown_key_fails_before_any_notebook_runs(tmp_path, notebooks):
 
 
 def test_cli_reports_a_bad_profile_with_exit_code_2(tmp_path, capsys):
-    assert runner.main(["check", "--profile", profile(tmp_path, "batch_size: 8\n")]) == 2
+    assert cli.main(["check", "--profile", profile(tmp_path, "batch_size: 8\n")]) == 2
     assert "unknown key 'batch_size'" in capsys.readouterr().err
 
 
@@ -95,13 +95,13 @@ def test_only_runs_the_selected_notebooks(tmp_path, notebooks):
 
 def test_hub_ids_anywhere_in_a_profile_need_the_hub(tmp_path):
     def uses_hub(**values):
-        return runner.uses_hub(params.validate({"data_source": "synthetic", **values}))
+        return runner.uses_hub(profiles.validate({"data_source": "synthetic", **values}))
 
     assert not uses_hub(model="tiny-random")
     assert not uses_hub(checkpoints={"sst2": str(tmp_path)})
     assert uses_hub(model="distilbert-base-uncased")
     assert uses_hub(checkpoints={"cola": "textattack/x"})
-    assert runner.uses_hub(params.validate({"data_source": "hub"}))
+    assert runner.uses_hub(profiles.validate({"data_source": "hub"}))
 
 
 def test_a_profile_given_by_path_reaches_the_notebooks_as_a_path_they_can_open(tmp_path):
@@ -126,6 +126,6 @@ def test_the_analysis_notebook_alone_runs_a_gpu_profile_on_any_machine(tmp_path,
 
 def test_pages_are_written_readable_by_a_web_server(tmp_path):
     page = tmp_path / "report.html"
-    runner.write_text_atomic(page, "<html></html>")
+    results.write_text_atomic(page, "<html></html>")
     assert page.read_text() == "<html></html>"
     assert page.stat().st_mode & 0o777 == 0o644

@@ -1,17 +1,14 @@
-"""A study's cells spread over every visible GPU: one worker process per GPU.
+"""Worker processes, one per GPU slot: which slots a run has, how whole tasks are spread over
+them, and starting, watching and stopping the workers (``python -m effbert.worker SPEC``).
 
-Each worker is ``python -m effbert.workers SPEC``, pinned to its GPU with
-``CUDA_VISIBLE_DEVICES``, and measures whole tasks (so a task's cells can interleave), each cell
-read from its own GPU's energy counter and saved to its own record file; workers never write the
-same file. The parent waits, shows progress, and reads the records back. Each run leaves
-``results/runs/<profile>-<time>.json``: which worker measured which tasks, on which GPU, and its
-wall time.
+Each worker is pinned to its GPU with ``CUDA_VISIBLE_DEVICES`` and writes only its own record
+files; the parent waits, shows progress and leaves a run record (``effbert.runs``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import itertools
 import json
 import os
 import signal
@@ -19,14 +16,14 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-import pandas as pd
+import torch
+from tqdm import tqdm
 
-from effbert import results
-
-WORKER_ENV = "EFFBERT_WORKER"
+from effbert.config import WORKER_ENV
+from effbert.runs import write_run
+from effbert.techniques import COMPILED_EXECUTIONS
 
 
 class WorkerError(RuntimeError):
@@ -35,8 +32,6 @@ class WorkerError(RuntimeError):
 
 def visible_gpus() -> list[str]:
     """The GPU ids this process may use, as ``CUDA_VISIBLE_DEVICES`` names them."""
-    import torch
-
     if not torch.cuda.is_available():
         return []
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -60,8 +55,6 @@ def worker_slots(params) -> list[str]:
         return [""] * params.workers if params.workers > 1 else []
     gpus = visible_gpus() if params.device in ("auto", "cuda") else []
     if len(gpus) > 1:
-        import torch
-
         models = {torch.cuda.get_device_name(i) for i in range(len(gpus))}
         if len(models) > 1:
             raise WorkerError(
@@ -94,18 +87,23 @@ def finetune_slots(params) -> list[str]:
 
 
 CELL_COST_S = 10.0  # a cell's prepare, warmup and windows, whatever its rows
+
+
 COMPILED_COST_S = 60.0  # what torch.compile or graph capture adds to a worker's first such cell
+
+
 COMPILED_WARM_S = 10.0  # ... and to its later cells of that technique (the compile cache hits)
+
+
 ROWS_PER_S = 2000.0  # a cell's accuracy and kernel passes over its rows
 
 
 def cell_cost_s(cell, rows: int, compiled_before: bool = False) -> float:
     """A rough guess of a cell's time on a GPU, to balance workers: fixed costs dominate, and a
     technique compiled before in the same worker mostly reads the compile cache."""
-    from effbert.models import COMPILED_EXECUTIONS
-
-    compiled = cell.technique.execution in COMPILED_EXECUTIONS
-    compile_s = (COMPILED_WARM_S if compiled_before else COMPILED_COST_S) * compiled
+    compile_s = (COMPILED_WARM_S if compiled_before else COMPILED_COST_S) * (
+        cell.technique.execution in COMPILED_EXECUTIONS
+    )
     return CELL_COST_S + compile_s + rows / ROWS_PER_S
 
 
@@ -114,8 +112,6 @@ def assign(cells, n_workers: int, rows_of, max_tries: int = 50_000) -> list[list
     loads most even), by ``cell_cost_s``: a technique a worker has compiled already costs it
     less. Every assignment is tried where there are few (``max_tries``); else the costliest
     task first goes to the worker it finishes earliest on."""
-    import itertools
-
     by_task: dict[str, list] = {}
     for cell in cells:
         by_task.setdefault(cell.task.name, []).append(cell)
@@ -180,43 +176,6 @@ def balance_slots(costs: dict[str, float], slots: list[str]) -> list[list[str]]:
     return groups
 
 
-def run(study, techniques, combinations: bool, cells, slots: list[str]) -> pd.DataFrame:
-    """Measure ``cells`` in one worker process per slot; returns their trial rows."""
-    params = study.params
-    cells_dir = study.paths["cells"]
-    paths = [results.cell_path(cells_dir, c.config) for c in cells]
-    kept = set()
-    if not study.force:
-        kept = {
-            p for c, p in zip(cells, paths, strict=True) if results.finished(cells_dir, c.config)
-        }
-    pending = [c for c, p in zip(cells, paths, strict=True) if p not in kept]
-    if not pending:  # every cell is recorded: nothing to start a worker for
-        return results.trial_rows([results.find_cell(cells_dir, c.config) for c in cells])
-    groups = assign(pending, len(slots), lambda task: _rows_or_one(study, task))
-    values = dataclasses.asdict(params)
-
-    def spec(tasks: list[str]) -> dict:
-        combos = [
-            {**c, "tasks": [t for t in c.get("tasks", tasks) if t in tasks]}
-            for c in values["combinations"]
-        ]
-        return {
-            "stage": "measure",
-            "params": {**values, "tasks": tasks, "combinations": [c for c in combos if c["tasks"]]},
-            "reports_dir": str(study.paths["root"]),
-            "force": study.force,
-            "techniques": list(techniques),
-            "combinations": combinations,
-        }
-
-    workers = spawn(study.paths, params.profile, "measure", slots, groups, spec, paths, kept)
-    _write_tables_and_raise(study, workers, cells)
-    return results.trial_rows(
-        [r for r in (results.find_cell(cells_dir, c.config) for c in cells) if r is not None]
-    )
-
-
 def spawn(paths, profile: str, kind: str, slots, groups, spec_for, watched, kept=()) -> list:
     """Run one worker per non-empty group (``spec_for(tasks)`` tells it what to do), show
     progress as ``watched`` files appear, and record the run (``write_run``). Returns the
@@ -250,42 +209,6 @@ def spawn(paths, profile: str, kind: str, slots, groups, spec_for, watched, kept
     return workers
 
 
-def write_run(
-    results_dir: Path, profile: str, kind: str, wall_s: float, workers: list, **facts
-) -> Path:
-    """``results/runs/<profile>-<time>.json``: a run's wall time and, per worker (one entry
-    for a run in this process), its GPU (``CUDA_VISIBLE_DEVICES``), tasks and wall time.
-    ``kind``: ``measure``, ``finetune`` or ``reproduce`` (a whole ``effbert run``, whose
-    ``facts`` give its GPUs and notebooks)."""
-    now = datetime.now(timezone.utc)
-    record = {
-        "profile": profile,
-        "kind": kind,
-        "finished_at": now.isoformat(timespec="seconds"),
-        "wall_s": round(wall_s, 1),
-        "workers": [{**w, "wall_s": round(w["wall_s"], 1)} for w in workers],
-        **facts,
-    }
-    path = Path(results_dir) / "runs" / f"{profile}-{now:%Y%m%dT%H%M%S%f}.json"
-    results.write_json_atomic(path, record)
-    return path
-
-
-def record_here(results_dir: Path, profile: str, kind: str, tasks, wall_s: float) -> None:
-    """A run record for work done in this process; none inside a worker, whose run its
-    parent records."""
-    if os.environ.get(WORKER_ENV) is not None:
-        return
-    entry = {
-        "index": None,
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-        "tasks": list(dict.fromkeys(tasks)),
-        "wall_s": wall_s,
-        "exit": 0,
-    }
-    write_run(results_dir, profile, kind, wall_s, [entry])
-
-
 @contextlib.contextmanager
 def _terminate_as_interrupt():
     """SIGTERM (``kill``, ``timeout``) raises KeyboardInterrupt while workers run, so they are
@@ -316,7 +239,7 @@ def _start(index: int, gpu: str, tasks: list[str], spec: dict, logs: Path, name:
     spec_path.write_text(json.dumps(spec))
     with open(log_path, "a") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "effbert.workers", str(spec_path)],
+            [sys.executable, "-m", "effbert.worker", str(spec_path)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -343,28 +266,8 @@ def failures(workers: list) -> str:
     )
 
 
-def _write_tables_and_raise(study, workers, cells) -> None:
-    results.write_tables(study.paths["results"], study.paths["cells"])
-    failed = failures(workers)
-    if failed:
-        done = sum(results.find_cell(study.paths["cells"], c.config) is not None for c in cells)
-        raise WorkerError(
-            f"{failed}. The cells it finished are kept ({done} of {len(cells)} recorded); run "
-            "again to measure the rest"
-        )
-
-
-def _rows_or_one(study, task) -> int:
-    try:
-        return len(study.rows(task))
-    except Exception:
-        return 1  # a task that will be skipped costs little
-
-
 def _wait(workers, watched: list[Path], kept: set, unit: str, every_s: float = 1.0) -> None:
     """Poll the workers, counting the ``watched`` files that appeared (or were rewritten)."""
-    from tqdm.auto import tqdm
-
     progress = tqdm(total=len(watched), desc=unit, unit=unit[:-1], file=sys.stdout)
     since = time.time()
     while True:
@@ -396,31 +299,3 @@ def _stop(workers) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(w["process"].pid, signal.SIGKILL)
             w["process"].wait()
-
-
-def main(argv: list[str]) -> int:
-    """A worker: measure the spec's tasks in this process."""
-    from effbert import bench, params
-
-    spec = json.loads(Path(argv[0]).read_text())
-    settings = params.validate(spec["params"], inputs=False)
-    try:
-        if spec.get("stage") == "finetune":
-            from effbert import finetune
-
-            finetune.Plan(settings, spec["reports_dir"]).train()
-        elif spec.get("stage") == "compile":
-            from effbert import finetune
-
-            plan = finetune.Plan(settings, spec["reports_dir"])
-            plan.warm_compile(spec["points"], spec.get("compile_threads"))
-        else:
-            study = bench.Study(settings, spec["reports_dir"], spec["force"])
-            study.run(spec["techniques"], spec["combinations"])
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

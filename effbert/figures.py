@@ -1,0 +1,207 @@
+"""The energy floor's figures (frontier, scopes), and every figure saved by name.
+
+Figures are ``matplotlib.figure.Figure`` objects built without pyplot (see ``effbert.plots``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+from effbert.plots import (
+    _LEGEND,
+    ENERGY,
+    ReportFigure,
+    _error_bars,
+    _filled,
+    _message,
+    _style,
+    _title,
+    baseline,
+    energy,
+    glue,
+    ordered,
+    throughput,
+    tradeoff,
+)
+from effbert.stats import pareto_optimal
+from effbert.tasks import TASKS
+from effbert.techniques import TECHNIQUES
+
+FIGURES = ("baseline", "energy", "glue", "throughput", "tradeoff", "frontier", "scopes")
+
+
+def frontier(summary: pd.DataFrame) -> Figure:
+    """Per task: energy per sample against latency p99 and against the task metric, every cell
+    of every batch size and padding; Pareto-optimal cells (lower energy, lower latency, higher
+    metric) are ringed and labelled."""
+    frame = _filled(summary, padding="", latency_p99_ms=np.nan)
+    frame = frame[frame["energy_source"].ne("none") & (frame[f"{ENERGY}_mean"] > 0)]
+    frame = frame.reset_index(drop=True)  # the Pareto mask is looked up by row label
+    if frame.empty:
+        return _message("No energy was measured, so there is no energy frontier to draw.")
+    tasks = ordered(frame["task"], list(TASKS))
+    fig = ReportFigure(figsize=(11, 3.6 * len(tasks)), layout="constrained")
+    axes = fig.subplots(len(tasks), 2, squeeze=False)
+    for (ax_latency, ax_metric), task in zip(axes, tasks, strict=True):
+        rows = frame[frame["task"] == task]
+        best = pareto_optimal(rows, [f"{ENERGY}_mean", "latency_p99_ms"], ["metric_value"])
+        for ax, x, label in (
+            (ax_latency, "latency_p99_ms", "latency p99 per batch (ms)"),
+            (ax_metric, "metric_value", f"{rows['metric'].iloc[0]}"),
+        ):
+            shown = rows[rows[x].notna()]
+            if shown.empty:
+                ax.text(0.5, 0.5, f"no {label} recorded", ha="center", transform=ax.transAxes)
+                continue
+            placed: list[float] = []  # energies labelled: labels of near ones stack down
+            span = shown[x].max() - shown[x].min() or 1.0
+            for _, cell in shown.sort_values(f"{ENERGY}_mean", ascending=False).iterrows():
+                style = _style(cell["technique"], frame["technique"].unique())
+                ax.scatter(
+                    cell[x],
+                    cell[f"{ENERGY}_mean"],
+                    color=style["color"],
+                    marker=style["marker"],
+                    s=30,
+                )
+                if best[cell.name]:
+                    near = sum(1 / 1.5 < y / cell[f"{ENERGY}_mean"] < 1.5 for y in placed)
+                    right = cell[x] - shown[x].min() > 0.6 * span  # label to the point's left
+                    ax.scatter(
+                        cell[x],
+                        cell[f"{ENERGY}_mean"],
+                        s=160,
+                        facecolors="none",
+                        edgecolors="black",
+                        linewidths=0.8,
+                    )
+                    ax.annotate(
+                        f"{cell['technique']} bs{cell['batch_size']} {cell['padding']}",
+                        (cell[x], cell[f"{ENERGY}_mean"]),
+                        fontsize=7,
+                        xytext=(-6 if right else 6, 4 - 9 * near),
+                        ha="right" if right else "left",
+                        textcoords="offset points",
+                    )
+                    placed.append(cell[f"{ENERGY}_mean"])
+            ax.set_yscale("log")
+            ax.margins(x=0.1, y=0.15)  # room for the labels of the outermost points
+            ax.set_xlabel(label)
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            if x == "latency_p99_ms" and (rows[x] > 0).any():
+                ax.set_xscale("log")
+                # ticks at 1, 2 and 5 of each decade: a span under one decade still gets some
+                ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_ylabel("J per 1000 samples (log)")
+            ax.set_title(task, fontsize=9)
+    handles = [
+        Line2D([], [], linestyle="", **_style(t, frame["technique"].unique()), label=t)
+        for t in ordered(frame["technique"], list(TECHNIQUES))
+    ]
+    handles.append(
+        Line2D(
+            [],
+            [],
+            linestyle="",
+            marker="o",
+            markerfacecolor="none",
+            markeredgecolor="black",
+            markersize=9,
+            label="Pareto-optimal",
+        )
+    )
+    fig.legend(handles=handles, **{**_LEGEND, "loc": "outside lower center", "ncol": 3})
+    _title(fig, "Energy frontier: every cell, ringed where no other is better on all counts", frame)
+    return fig
+
+
+SCOPE_COLOURS = {"model": "C0", "end_to_end": "C1"}
+
+
+def scopes(summary: pd.DataFrame) -> Figure:
+    """Per task: energy per sample of each configuration (technique, batch, padding) in each
+    scope side by side, the forward pass alone (``model``) and raw text to labels
+    (``end_to_end``), with 95% intervals over trials."""
+    frame = _filled(summary, padding="", scope="model")
+    frame["scope"] = frame["scope"].fillna("model")
+    frame = frame[frame["energy_source"].ne("none") & frame[f"{ENERGY}_mean"].notna()]
+    if not frame["scope"].eq("end_to_end").any():
+        return _message("No end-to-end cells in these records: every cell is forward-only.")
+    tasks = ordered(frame["task"], list(TASKS))
+    frame["configuration"] = (
+        frame["technique"] + " · bs" + frame["batch_size"].astype(str) + " · " + frame["padding"]
+    )
+    height = sum(frame[frame["task"] == t]["configuration"].nunique() for t in tasks)
+    fig = ReportFigure(figsize=(10, 1.2 + 0.45 * height + 0.6 * len(tasks)), layout="constrained")
+    axes = fig.subplots(len(tasks), 1, squeeze=False)[:, 0]
+    for ax, task in zip(axes, tasks, strict=True):
+        rows = frame[frame["task"] == task]
+        order = rows.groupby("configuration")[f"{ENERGY}_mean"].min().sort_values(ascending=False)
+        y = {c: i for i, c in enumerate(order.index)}
+        for k, scope in enumerate(("model", "end_to_end")):
+            shown = rows[rows["scope"] == scope]
+            if shown.empty:
+                continue
+            values = shown[f"{ENERGY}_mean"].to_numpy()
+            errors = _error_bars(values, shown[f"{ENERGY}_ci95"].to_numpy())
+            ax.barh(
+                [y[c] + (k - 0.5) * 0.4 for c in shown["configuration"]],
+                values,
+                height=0.4,
+                xerr=errors,
+                color=SCOPE_COLOURS[scope],
+                label=scope,
+                capsize=2,
+            )
+        ax.set_yticks(range(len(y)), list(y), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("J per 1000 samples (log)")
+        ax.set_title(task, fontsize=9)
+    handles = [Line2D([], [], color=c, linewidth=6, label=s) for s, c in SCOPE_COLOURS.items()]
+    fig.legend(handles=handles, **_LEGEND)
+    _title(fig, "Forward pass alone and raw text to labels, per configuration", frame)
+    return fig
+
+
+def save_all(summary: pd.DataFrame, figures_dir: Path, technique: str = "fp32") -> list[Path]:
+    """Draw every figure of ``FIGURES`` that the records can fill and save it as
+    ``figures_dir/<name>.png``: ``scopes`` only where they hold end-to-end cells (a
+    ``scopes.png`` left by an earlier run is removed, so no figure outlives its records).
+
+    Args:
+        summary: Per-cell summary, as ``results.summarize`` returns it.
+        figures_dir: Folder for the PNG files; created if missing.
+        technique: The baseline technique that ratios and changes are taken against.
+
+    Returns:
+        The paths written, in the order of ``FIGURES``.
+    """
+    figures_dir = Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    draw = {
+        "baseline": lambda: baseline(summary, technique),
+        "energy": lambda: energy(summary, technique),
+        "glue": lambda: glue(summary),
+        "throughput": lambda: throughput(summary),
+        "tradeoff": lambda: tradeoff(summary, technique),
+        "frontier": lambda: frontier(summary),
+        "scopes": lambda: scopes(summary),
+    }
+    end_to_end = "scope" in summary and summary["scope"].eq("end_to_end").any()
+    paths = []
+    for name in FIGURES:
+        path = figures_dir / f"{name}.png"
+        if name == "scopes" and not end_to_end:
+            path.unlink(missing_ok=True)
+            continue
+        draw[name]().savefig(path, dpi=120)
+        paths.append(path)
+    return paths

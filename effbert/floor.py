@@ -1,0 +1,152 @@
+"""The energy floor's tables: each cell beside the task's original configuration, with the
+share of the GPU's dense 16-bit peak it reached; end-to-end cells beside the forward pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from effbert import config as cfg
+from effbert import results
+from effbert.kernels import kernel_check_text
+from effbert.stats import energy_ratio, original_cell, single_device, summarize
+from effbert.tables import _mean_ci, markdown_table
+
+# DistilBERT's encoder: 6 layers of 4 d^2 (attention projections) + 2 d f (FFN) multiply-adds
+# per token, d = 768, f = 3072; attention scores add little at GLUE lengths.
+LAYER_FLOP_PER_TOKEN = 2 * (4 * 768**2 + 2 * 768 * 3072)
+
+
+FLOP_PER_TOKEN = 6 * LAYER_FLOP_PER_TOKEN
+
+
+def flop_per_token(shortcut: str) -> float:
+    """Matrix-product FLOPs per token of the work a cell does: with ``cls_last`` the last layer
+    computes only its key and value projections for every token (its first token's rest is
+    negligible)."""
+    if shortcut == "cls_last":
+        return 5 * LAYER_FLOP_PER_TOKEN + 2 * 2 * 768**2
+    return FLOP_PER_TOKEN
+
+
+# Dense 16-bit tensor-core peak (FLOP/s), from the vendors' data sheets.
+PEAK_16BIT = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
+
+
+def peak_flops(device_name: str) -> float:
+    return next((v for k, v in PEAK_16BIT.items() if k in str(device_name)), float("nan"))
+
+
+def floor_table(summary: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """Each cell beside the task's original configuration (fp32, batch 16, max_length)."""
+    tokens = trials[trials["status"] == "ok"].groupby("cell_id")["tokens_per_s"].mean()
+    summary = single_device(summary[summary["j_per_1k_samples_mean"].notna()])
+    rows = []
+    for task, cells in summary.groupby("task", sort=False):
+        base = original_cell(cells)
+        for _, cell in cells.iterrows():
+            achieved = flop_per_token(cell.get("shortcut")) * tokens[cell["cell_id"]]
+            ratio = half = float("nan")
+            if base is not None:
+                ratio, half = energy_ratio(cell, base)
+            rows.append(
+                {
+                    "task": task,
+                    "technique": cell["technique"],
+                    "batch": cell["batch_size"],
+                    "padding": cell["padding"],
+                    "J/1k": _mean_ci(cell, "j_per_1k_samples"),
+                    "J/1k above idle": f"{cell['dynamic_j_per_1k_samples_mean']:.2f}",
+                    "samples/s": f"{cell['samples_per_s_mean']:,.0f}",
+                    "metric": f"{cell['metric']} {cell['metric_value']:.4f}",
+                    "metric change": (
+                        cell["metric_value"] - base["metric_value"] if base is not None else None
+                    ),
+                    "original / this": (
+                        f"{1 / ratio:.1f}× (this {ratio:.3f} ± {half:.3f})"
+                        if base is not None
+                        else "no original cell"
+                    ),
+                    "16-bit peak": f"{achieved / peak_flops(cell['device_name']):.1%}",
+                    "kernel check": kernel_check_text(cell),
+                    "prepare s": round(cell["prepare_s"], 1),
+                    "peak MB": round(cell["peak_memory_mb"])
+                    if pd.notna(cell.get("peak_memory_mb"))
+                    else None,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def end_to_end_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """End-to-end cells (raw text to labels) beside the pipeline at its defaults and the best
+    forward-only cell of the same records: J per 1000 samples, speed, CPU use and ratios."""
+    cells = summary[summary["task"].notna() & summary["j_per_1k_samples_mean"].notna()]
+    cells = single_device(cells)
+    if cells["task"].nunique() > 1:
+        raise ValueError("end_to_end_table compares the cells of one task: select it first")
+    e2e = cells[cells["scope"] == "end_to_end"]
+    model = cells[cells["scope"] == "model"]
+    default = e2e[(e2e["execution"] == "pipeline") & (e2e["technique"] == "pipeline")]
+    default = default[default["batch_size"] == 1]
+    best_model = model.loc[model["j_per_1k_samples_mean"].idxmin()] if not model.empty else None
+    rows = []
+    for _, cell in pd.concat([e2e, model]).iterrows():
+        row = {
+            "scope": cell["scope"],
+            "technique": cell["technique"],
+            "batch": cell["batch_size"],
+            "padding": cell["padding"],
+            "GPU J/1k": _mean_ci(cell, "j_per_1k_samples"),
+            "above idle": f"{cell['dynamic_j_per_1k_samples_mean']:.2f}",
+            "samples/s": f"{cell['samples_per_s_mean']:,.0f}",
+            "CPU cores busy": (
+                f"{cell['cpu_cores_busy_mean']:.2f}"
+                if pd.notna(cell["cpu_cores_busy_mean"])
+                else ""
+            ),
+            "accuracy": f"{cell['metric_value']:.4f}",
+            "accuracy from": (
+                cell["metric_source"]
+                if isinstance(cell.get("metric_source"), str)
+                else "forward pass"
+            ),
+        }
+        if not default.empty:
+            base = default.iloc[0]
+            r, h = energy_ratio(base, cell)
+            row["pipeline defaults / this"] = f"{r:.1f} ± {h:.1f}"
+        if best_model is not None:
+            r, h = energy_ratio(cell, best_model)
+            row["this / best forward"] = f"{r:.2f} ± {h:.2f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+FLOOR_README_COLUMNS = [
+    "technique",
+    "batch",
+    "padding",
+    "J/1k",
+    "J/1k above idle",
+    "samples/s",
+    "metric",
+    "metric change",
+    "original / this",
+    "16-bit peak",
+    "kernel check",
+]
+
+
+def floor_markdown(reports_dir: str | Path) -> str:
+    """The README's energy-floor table, from a floor profile's committed records."""
+    trials = results.read_results(cfg.reports_paths(reports_dir)["results"])
+    table = floor_table(summarize(trials), trials)
+    return markdown_table(table[FLOOR_README_COLUMNS], digits=3)
+
+
+def end_to_end_markdown(reports_dir: str | Path) -> str:
+    """The README's end-to-end table, from the e2e profile's committed records."""
+    trials = results.read_results(cfg.reports_paths(reports_dir)["results"])
+    return markdown_table(end_to_end_table(summarize(trials)))

@@ -1,0 +1,134 @@
+"""The kernels a cell ran: a profiled part of a pass (outside the energy windows), the check
+that the technique's own kernels ran, and the split of GPU time by kind of kernel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pandas as pd
+from torch.profiler import ProfilerActivity, profile
+
+from effbert.energy import synchronize
+from effbert.techniques import Technique
+
+
+def busy_time(spans: list[tuple[float, float]]) -> float:
+    """The time in which at least one of ``spans`` (start, end) was running."""
+    busy, start, end = 0.0, None, None
+    for s, e in sorted(spans):
+        if start is None or s > end:
+            busy += 0.0 if start is None else end - start
+            start, end = s, e
+        else:
+            end = max(end, e)
+    return busy + (0.0 if start is None else end - start)
+
+
+def idle_gap_share(spans: list[tuple[float, float]]) -> float | None:
+    """The share of a lone pass's GPU span (first kernel start to last kernel end) in which no
+    kernel ran. The pass starts from an empty queue under the profiler, so this overstates the
+    gaps of the windows, whose passes queue up behind each other; ``busy_ms`` beside the
+    windows' time per pass gives theirs (``report.window_split``)."""
+    if not spans:
+        return None
+    span = max(e for _, e in spans) - min(s for s, _ in spans)
+    return round(1 - busy_time(spans) / max(span, 1e-9), 4)
+
+
+# Substrings of CUDA kernel names that show which path ran.
+KERNEL_SIGNS = {
+    "flash": ("flash", "fmha", "efficient_attention", "cudnn", "attention"),
+    "int8": ("int8", "i8", "imma", "s8", "_int_mm", "igemm"),
+    "fp8": ("e4m3", "e5m2", "fp8", "f8", "_scaled_mm", "qqtst"),
+}
+
+
+KERNEL_BATCHES = 16  # batches a cell's kernel record profiles at most
+
+
+KERNEL_BATCHES_ONE_SHAPE = 4  # the same, where every batch has one shape (max_length)
+
+
+def kernel_record(
+    run_pass: Callable[[], None], technique: Technique, device, share: float = 1.0
+) -> dict:
+    """The CUDA kernels of one pass (torch.profiler, outside the energy windows): the top ones
+    by GPU time, and whether the technique's own kernels ran (else a recorded fallback).
+    ``share``: the part of a pass that ``run_pass`` runs; ``busy_ms`` is scaled to a pass."""
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        run_pass()
+        synchronize(device)
+    times: dict[str, float] = {}
+    spans = []
+    for event in prof.events():
+        if event.device_type.name == "CUDA":
+            times[event.name] = times.get(event.name, 0.0) + event.device_time_total
+            spans.append((event.time_range.start, event.time_range.end))
+    total = sum(times.values()) or 1.0
+    top = sorted(times.items(), key=lambda kv: -kv[1])
+    names = " ".join(times).lower()
+    expected = []
+    if technique.fused_attention_only or technique.packed:
+        expected.append("flash")
+    if technique.quantize in ("int8_dynamic",):
+        expected.append("int8")
+    if technique.quantize == "fp8":
+        expected.append("fp8")
+    missing = [e for e in expected if not any(sign in names for sign in KERNEL_SIGNS[e])]
+    return {
+        "top": [{"name": n[:120], "share": round(t / total, 4)} for n, t in top[:12]],
+        "idle_gap_share": idle_gap_share(spans),
+        "busy_ms": round(busy_time(spans) / 1e3 / share, 4),  # profiler times are in µs
+        "profiled_share": round(share, 4),
+        "expected": expected,
+        "found": {e: e not in missing for e in expected},
+        "fallback": f"no {', '.join(missing)} kernel ran" if missing else None,
+    }
+
+
+# Kernel name substrings, in the order they are tried, for the split of a cell's GPU time.
+KERNEL_KINDS = (
+    ("activation quantization", ("amax", "quantize")),
+    ("attention", ("flash", "fmha", "attention", "cudnn")),
+    ("matrix products", ("gemm", "sm90_", "cutlass", "_mm", "xmma", "nvjet", "matmul")),
+    ("layer norm", ("layer_norm", "layernorm", "norm")),
+    ("copies", ("memcpy", "memset", "copy")),
+)
+
+
+def kernel_split(kernels: dict) -> dict[str, float]:
+    """Shares of a cell's GPU time by kind, from its recorded top kernels (the rest: other)."""
+    split: dict[str, float] = {}
+    if not kernels.get("top"):
+        return split  # no kernel record (a CPU cell, or kernel_check off)
+    for kernel in kernels.get("top", []):
+        name = kernel["name"].lower()
+        kind = next((k for k, signs in KERNEL_KINDS if any(s in name for s in signs)), None)
+        split[kind or "element-wise and other"] = (
+            split.get(kind or "element-wise and other", 0) + kernel["share"]
+        )
+    listed = sum(split.values())
+    if listed < 0.999:
+        split["not in the top 12"] = 1 - listed
+    return {k: round(v, 3) for k, v in sorted(split.items(), key=lambda kv: -kv[1])}
+
+
+def window_split(kernels: dict, windows: pd.DataFrame) -> dict[str, float]:
+    """Shares of the energy windows' wall time: each kind of kernel (``kernel_split`` scaled by
+    the share in which a kernel ran) and the time with no kernel running. The busy time of one
+    pass comes from the profiled pass (``busy_ms``), the time per pass from the windows; empty
+    where the record has no busy time (kernel check off, or recorded before it was kept)."""
+    busy_ms = kernels.get("busy_ms")
+    if not busy_ms or windows.empty:
+        return {}
+    pass_ms = (windows["time_s"] / windows["passes"]).mean() * 1e3
+    busy = min(busy_ms / pass_ms, 1.0)
+    split = {kind: round(float(share * busy), 3) for kind, share in kernel_split(kernels).items()}
+    return {**split, "no kernel running": round(float(1 - busy), 3)}
+
+
+def kernel_check_text(cell) -> str:
+    """A summary row's kernel check in words: the fallback, ok, or not checked."""
+    if isinstance(cell["fallback"], str):
+        return cell["fallback"]
+    return "ok" if cell.get("kernels_checked") is True else "not checked"

@@ -1,0 +1,398 @@
+"""Profiles: a YAML file read, every key, type and value checked, and a frozen ``Params`` built.
+
+``load`` is what the notebooks and the runner call; a problem raises ``ProfileError`` naming
+the key, the value and the fix, all problems of a profile at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from effbert import config as cfg
+from effbert.config import ProfileError
+from effbert.data import PADDINGS
+from effbert.models import TINY_RANDOM
+from effbert.params import FINETUNE_FIELDS, PARAMS, Params, hints, type_name
+from effbert.tasks import TASKS
+from effbert.techniques import TECHNIQUES, padding_problem, parse, spelling_problem
+
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+MAX_PROFILE_BYTES = 1_000_000
+
+
+def _type_problem(key: str, value: Any, annotation: Any) -> str | None:
+    """Why ``value`` does not fit ``annotation`` (str, int, float, bool, list[T], dict[str, T])."""
+    origin = typing.get_origin(annotation)
+    shown = f"{value!r}" if len(repr(value)) < 80 else f"{repr(value)[:77]}..."
+    if origin is list:
+        if not isinstance(value, list):
+            return f"{key} should be a list, got {type(value).__name__} {shown}"
+        (item,) = typing.get_args(annotation)
+        for i, v in enumerate(value):
+            problem = _type_problem(f"{key}[{i}]", v, item)
+            if problem:
+                return problem
+        return None
+    if origin is dict:
+        if not isinstance(value, dict):
+            return f"{key} should be a mapping, got {type(value).__name__} {shown}"
+        _, item = typing.get_args(annotation)
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return f"{key} keys should be names, got {k!r}"
+            problem = _type_problem(f"{key}.{k}", v, item)
+            if problem:
+                return problem
+        return None
+    if annotation is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif annotation is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif annotation in (str, bool, dict, list):
+        ok = isinstance(value, annotation)
+    else:
+        ok = True
+    if ok:
+        return None
+    return f"{key} should be {type_name(annotation)}, got {type(value).__name__} {shown}"
+
+
+def _value_problems(key: str, value: Any, metadata: dict) -> list[str]:
+    problems = []
+    items = value if isinstance(value, list) else [value]
+    if "choices" in metadata:
+        for v in items:
+            if v not in metadata["choices"]:
+                problems.append(
+                    f"{key} is {v!r}: choose one of {', '.join(metadata['choices'])}"
+                    + _did_you_mean(v, metadata["choices"])
+                )
+    for bound, below in (("minimum", True), ("maximum", False)):
+        if bound in metadata:
+            limit = metadata[bound]
+            for v in items:
+                if (v < limit) if below else (v > limit):
+                    word = "at least" if below else "at most"
+                    problems.append(f"{key} is {v!r}: it must be {word} {limit}")
+    return problems
+
+
+def _did_you_mean(value: Any, known) -> str:
+    close = difflib.get_close_matches(str(value), [str(k) for k in known], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _names_problems(key: str, names, known, what: str, extra: tuple[str, ...] = ()) -> list[str]:
+    problems = []
+    for name in names:
+        if name not in known and name not in extra:
+            choices = ", ".join([*known, *extra])
+            problems.append(
+                f"{key} names the unknown {what} {name!r}{_did_you_mean(name, known)}: "
+                f"choose from {choices}"
+            )
+    return problems
+
+
+def looks_like_path(spec: str) -> bool:
+    """A checkpoint spec meant as a folder (``/``, ``./``, ``~`` or an existing path)."""
+    return spec.startswith(("/", "./", "../", "~")) or cfg.resolve_path(spec).exists()
+
+
+def _padding_problems(where: str, techniques: list[str], padding: str) -> list[str]:
+    problems = []
+    for name in techniques:
+        try:
+            problem = padding_problem(parse(name), padding)
+        except ValueError:
+            continue  # reported with the technique names
+        if problem:
+            problems.append(f"{where}: {problem}")
+    return problems
+
+
+def validate(values: dict[str, Any], where: str = "profile", inputs: bool = True) -> Params:
+    """Check a profile's keys, types and values, then build its ``Params``.
+
+    Args:
+        inputs: also check that the folders the profile names exist (off for analysis alone).
+
+    Raises:
+        ProfileError: listing every problem, each naming the key, the value and the fix.
+    """
+    problems = []
+    types = hints()
+    for key, value in values.items():
+        if key not in PARAMS:
+            problems.append(f"unknown key {key!r}{_did_you_mean(key, PARAMS)}")
+            continue
+        problem = _type_problem(key, value, types[key])
+        if problem:
+            problems.append(problem)
+            continue
+        problems += _value_problems(key, value, PARAMS[key].metadata)
+    if problems:
+        raise ProfileError(
+            f"{where}: " + "; ".join(problems) + f". Valid keys: {', '.join(PARAMS)}"
+        )
+
+    params = Params(**values)
+    model_tasks = sorted({t.model_task for t in TASKS.values()} | set(TASKS))
+    if not PROFILE_NAME.fullmatch(params.profile):
+        problems.append(
+            f"profile name {params.profile!r} may hold only letters, digits, '-' and '_' "
+            "(up to 64): it becomes a folder and a file name"
+        )
+    for key, names in (("tasks", params.tasks), ("techniques", params.techniques)):
+        if not names:
+            problems.append(f"{key} is empty: name at least one")
+    problems += _names_problems("tasks", params.tasks, list(TASKS), "task")
+    for key, names in (
+        ("techniques", params.techniques),
+        ("baseline_technique", [params.baseline_technique]),
+        ("combinations", [c.get("technique", "") for c in params.combinations]),
+    ):
+        seen = set()
+        for name in names:
+            try:
+                technique = parse(name)
+            except ValueError as err:
+                problems.append(f"{key}: {err}{_did_you_mean(name, TECHNIQUES)}")
+                continue
+            problem = spelling_problem(name)
+            if problem:
+                problems.append(f"{key}: {problem}")
+            if key == "techniques" and technique.name in seen:
+                problems.append(f"techniques lists {technique.name!r} twice")
+            seen.add(technique.name)
+    for i, combination in enumerate(params.combinations):
+        unknown = set(combination) - {"technique", "batch_size", "padding", "tasks"}
+        if unknown or "technique" not in combination:
+            problems.append(
+                f"combinations[{i}] is {combination!r}: give technique, and optionally "
+                "batch_size, padding and tasks"
+            )
+        only = combination.get("tasks", params.tasks)
+        if not isinstance(only, list) or not set(only) <= set(params.tasks):
+            problems.append(
+                f"combinations[{i}].tasks is {only!r}: give a list of the profile's tasks "
+                f"({', '.join(params.tasks)})"
+            )
+        problems += _value_problems(
+            f"combinations[{i}].batch_size", combination.get("batch_size", 1), {"minimum": 1}
+        )
+        if combination.get("padding", PADDINGS[0]) not in PADDINGS:
+            problems.append(
+                f"combinations[{i}].padding is {combination['padding']!r}: choose one of "
+                + ", ".join(PADDINGS)
+            )
+        else:
+            problems += _padding_problems(
+                f"combinations[{i}]",
+                [combination.get("technique", "")],
+                combination.get("padding", params.padding),
+            )
+    problems += _padding_problems("techniques", params.techniques, params.padding)
+    for key in ("checkpoints", "label_maps"):
+        problems += _names_problems(key, getattr(params, key), model_tasks, "task")
+    problems += _names_problems("finetune", params.finetune, model_tasks, "task", ("default",))
+    for task, settings in params.finetune.items():
+        problems += _names_problems(
+            f"finetune.{task}", settings, list(FINETUNE_FIELDS), "FinetuneSettings field"
+        )
+        for name, value in settings.items():
+            if name in FINETUNE_FIELDS:
+                annotation = FINETUNE_FIELDS[name].type
+                annotation = {"float": float, "int": int}.get(annotation, annotation)
+                problem = _type_problem(f"finetune.{task}.{name}", value, annotation)
+                problems += [problem] if problem else []
+    if params.workers > 1 and params.device == "cpu" and params.energy != "none":
+        problems.append(
+            f"workers: {params.workers} on device cpu: the workers would share one CPU package, "
+            "so their energy and time would mix; set workers: 1, or energy: none"
+        )
+    if params.scope == "end_to_end" and params.order == "interleaved":
+        problems.append(
+            "order: interleaved with scope: end_to_end: each prepared cell keeps its tokenizer "
+            "workers, whose work would land in the other cells' windows; use order: sequential"
+        )
+    if params.scope == "model":
+        piped = [
+            n
+            for n in [*params.techniques, *(c.get("technique", "") for c in params.combinations)]
+            if n.split("+")[-1] == "pipeline"
+        ]
+        if piped:
+            problems.append(
+                f"{', '.join(sorted(set(piped)))}: the pipeline takes raw text, so it is measured "
+                "end to end; set scope: end_to_end (or leave it out of this profile)"
+            )
+    if params.workers > 1 and params.scope == "end_to_end":
+        problems.append(
+            f"workers: {params.workers} with scope end_to_end: the workers' tokenizers would share "
+            "the host's CPUs and its one CPU energy counter; set workers: 1"
+        )
+    if params.workers > 1 and params.device.startswith("cuda:"):
+        problems.append(
+            f"workers: {params.workers} with device {params.device!r}: a device pinned by "
+            "number runs in one process; set device: cuda (all visible GPUs) or workers: 1"
+        )
+    if inputs:
+        problems += _input_problems(params)
+    if problems:
+        raise ProfileError(f"{where}: " + "; ".join(problems))
+    return params
+
+
+def _input_problems(params: Params) -> list[str]:
+    """Folders and checkpoints the profile names that do not exist."""
+    problems = []
+    if params.data_source == "local":
+        if not params.glue_dir:
+            problems.append("data_source is local: set glue_dir to the glue_data folder")
+        elif not cfg.resolve_path(params.glue_dir).is_dir():
+            problems.append(
+                f"glue_dir {params.glue_dir!r} does not exist (or is no folder): give the "
+                "glue_data folder"
+            )
+    if params.checkpoints_dir and not params.base_model:
+        if not cfg.resolve_path(params.checkpoints_dir).is_dir():
+            problems.append(
+                f"checkpoints_dir {params.checkpoints_dir!r} does not exist and no base_model "
+                "is set to fine-tune into it"
+            )
+    if params.base_model and not params.checkpoints_dir:
+        problems.append("base_model is set: also set checkpoints_dir, where checkpoints go")
+    specs = {"base_model": params.base_model, "model": params.model}
+    specs.update({f"checkpoints.{k}": v for k, v in params.checkpoints.items()})
+    for key, spec in specs.items():
+        if spec and spec != TINY_RANDOM and spec.startswith(("/", "./", "../", "~")):
+            if not cfg.resolve_path(spec).is_dir():
+                problems.append(f"{key} {spec!r} does not exist (or is no folder)")
+    return problems
+
+
+def _reject_aliases(text: str, where: str) -> None:
+    """YAML aliases can expand exponentially (a billion-laughs profile): refuse them."""
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                mark = event.start_mark
+                raise ProfileError(
+                    f"{where}:{mark.line + 1}: YAML aliases (*name) are not allowed in "
+                    "profiles: write the value out"
+                )
+    except yaml.YAMLError as err:
+        raise ProfileError(f"{where}: not valid YAML: {err}") from None
+
+
+def _expand_env(value: Any, key: str, strict: bool = True) -> Any:
+    if isinstance(value, str):
+
+        def substitute(match: re.Match) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                if not strict:
+                    return match.group(0)
+                raise ProfileError(
+                    f"profile key {key!r} needs the environment variable {name}: "
+                    f"set it, e.g. `export {name}=...`, or edit the profile"
+                )
+            return os.environ[name]
+
+        return cfg.ENV_REF.sub(substitute, value)
+    if isinstance(value, list):
+        return [_expand_env(v, key, strict) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{key}.{k}", strict) for k, v in value.items()}
+    return value
+
+
+def read(name_or_path: str | Path, strict: bool = True) -> dict[str, Any]:
+    """A profile file's mapping, ``${VAR}`` expanded, ``profile`` defaulting to the file's stem.
+
+    Args:
+        strict: a ``${VAR}`` that is not set is an error (else it stays as written).
+    """
+    path = cfg.profile_path(name_or_path)
+    where = cfg.project_relative(path)
+    try:
+        if path.stat().st_size > MAX_PROFILE_BYTES:
+            raise ProfileError(f"{where}: larger than {MAX_PROFILE_BYTES} bytes; is it a profile?")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ProfileError(f"{where}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ProfileError(f"{where}: cannot be read ({err.strerror})") from None
+    _reject_aliases(text, where)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ProfileError(f"{where}: not valid YAML: {err}") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{where}: a profile is a flat mapping of parameter: value")
+    values = {key: _expand_env(value, key, strict) for key, value in raw.items()}
+    values.setdefault("profile", path.stem)
+    return values
+
+
+SHARD = re.compile(r"([1-9][0-9]*)/([1-9][0-9]*)")
+
+
+def shard_values(values: dict[str, Any], shard: str) -> dict[str, Any]:
+    """A profile's values cut to shard ``I/N``: every N-th of its tasks from the I-th, whole
+    tasks (so a task's cells can interleave), the combinations' task lists cut alike. The N
+    shards of a profile hold each of its cells exactly once.
+
+    Raises:
+        ProfileError: ``shard`` is not ``I/N`` with 1 <= I <= N.
+    """
+    match = SHARD.fullmatch(shard.strip())
+    if not match or int(match.group(1)) > int(match.group(2)):
+        raise ProfileError(
+            f"shard {shard!r}: give I/N with 1 <= I <= N, e.g. --shard 1/2 on one host and "
+            "--shard 2/2 on another"
+        )
+    index, count = int(match.group(1)), int(match.group(2))
+    tasks = values.get("tasks", PARAMS["tasks"].default_factory())
+    mine = tasks[index - 1 :: count] if isinstance(tasks, list) else tasks
+    if isinstance(tasks, list) and not mine:
+        raise ProfileError(
+            f"shard {shard}: the profile has {len(tasks)} tasks, so shard {index} of {count} "
+            f"would hold none; use at most {len(tasks)} shards"
+        )
+    combinations = []
+    for combination in values.get("combinations", []):
+        if isinstance(combination, dict) and isinstance(combination.get("tasks"), list):
+            only = [t for t in combination["tasks"] if t in mine]
+            if only:
+                combinations.append({**combination, "tasks": only})
+        else:
+            combinations.append(combination)
+    return {**values, "tasks": mine, "combinations": combinations}
+
+
+def load(
+    name_or_path: str | Path, inputs: bool = True, shard: str = "", **overrides: Any
+) -> Params:
+    """Read, check and build a profile's ``Params`` (``overrides`` win over the file).
+
+    Args:
+        inputs: check the data and checkpoint folders and environment variables the profile
+            names; off where only its records are read (analysis on another machine).
+        shard: ``I/N``: this host's share of the profile's tasks (``shard_values``).
+    """
+    values = {**read(name_or_path, strict=inputs), **overrides}
+    if shard:
+        values = shard_values(values, shard)
+    return validate(values, cfg.project_relative(cfg.profile_path(name_or_path)), inputs)

@@ -1,0 +1,181 @@
+"""Statistics of the records: per-cell means with intervals, ratios between cells, and the
+cells a comparison may use (one device, the original setting)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from effbert.schema import (
+    CELL_COLUMNS,
+    IDENTITY_COLUMNS,
+    SUMMARY_COLUMNS,
+    SUMMARY_KEYS,
+    SUMMARY_MEASURES,
+    TRIAL_COLUMNS,
+    with_columns,
+)
+
+
+def ci95_half_width(values) -> float:
+    """Half-width of the 95% Student-t confidence interval of the mean (NaN for n < 2)."""
+    from scipy.stats import t
+
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return math.nan
+    return float(t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+
+
+def summarize(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: mean, std and 95% CI half-width of each per-trial measure.
+
+    Returns:
+        ``SUMMARY_COLUMNS``; no rows when no cell finished ``ok``.
+    """
+    trials = with_columns(trials, IDENTITY_COLUMNS + TRIAL_COLUMNS + CELL_COLUMNS)
+    ok = trials[trials["status"] == "ok"]
+    rows = []
+    for key, group in ok.groupby(SUMMARY_KEYS, sort=False, dropna=False):
+        first = group.iloc[0]
+        row = dict(zip(SUMMARY_KEYS, key, strict=True))
+        row.update(
+            trials=len(group),
+            metric=first["metric"],
+            metric_value=first["metric_value"],
+            energy_source=first["energy_source"],
+            cv_flag=first["cv_flag"],
+            legacy=bool(first["legacy"]) if pd.notna(first["legacy"]) else True,
+            fallback=first["fallback"],
+            device_name=first.get("device_name"),
+        )
+        for column in SUMMARY_MEASURES:
+            values = group[column].astype(float).to_numpy()
+            row[f"{column}_mean"] = float(np.mean(values))
+            row[f"{column}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+            row[f"{column}_ci95"] = ci95_half_width(values)
+        for column in SUMMARY_COLUMNS[SUMMARY_COLUMNS.index("latency_p50_ms") :]:
+            row[column] = first.get(column)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def ratio_ci95(a, ca, b, cb):
+    """The ratio ``a / b`` and the half-width of its 95% interval, propagated from both.
+
+    First-order propagation for independent means: ``r * sqrt((ca / a)**2 + (cb / b)**2)``.
+
+    Args:
+        a: Numerator mean(s).
+        ca: 95% half-width(s) of ``a``; NaN where unknown (a single trial).
+        b: Denominator mean(s).
+        cb: 95% half-width(s) of ``b``.
+
+    Returns:
+        ``(ratio, half_width)``, scalars or arrays like the inputs; the half-width is NaN
+        where either input interval is unknown.
+    """
+    a, ca, b, cb = (np.asarray(v, dtype=float) for v in (a, ca, b, cb))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = a / b
+        half = np.abs(ratio) * np.hypot(ca / a, cb / b)
+    if ratio.ndim == 0:
+        return float(ratio), float(half)
+    return ratio, half
+
+
+def energy_ratio(a, b) -> tuple[float, float]:
+    """Energy per sample of summary row ``a`` over row ``b``, and its 95% half-width."""
+    return ratio_ci95(
+        a["j_per_1k_samples_mean"],
+        a["j_per_1k_samples_ci95"],
+        b["j_per_1k_samples_mean"],
+        b["j_per_1k_samples_ci95"],
+    )
+
+
+def pareto_optimal(frame: pd.DataFrame, minimize: list[str], maximize: list[str] = ()) -> pd.Series:
+    """Rows no other row beats: at least as good in every column and better in one."""
+    signs = {c: 1.0 for c in minimize} | {c: -1.0 for c in maximize}
+    values = np.column_stack([frame[c].to_numpy(dtype=float) * s for c, s in signs.items()])
+    optimal = []
+    for row in values:
+        dominated = (np.all(values <= row, axis=1) & np.any(values < row, axis=1)).any()
+        optimal.append(not dominated and not np.isnan(row).any())
+    return pd.Series(optimal, index=frame.index)
+
+
+def single_device(frame: pd.DataFrame) -> pd.DataFrame:
+    """The cells of one GPU (or CPU) model only, the one holding the most cells: ratios are
+    never taken between cells measured on different devices."""
+    if "device_name" not in frame.columns or frame["device_name"].nunique() <= 1:
+        return frame
+    counts = frame["device_name"].value_counts()
+    chosen = sorted(counts[counts == counts.max()].index)[0]
+    return frame[frame["device_name"] == chosen]
+
+
+ORIGINAL_SETTING = {"batch_size": 16, "padding": "max_length"}
+"""Where the earlier student study measured: batch size 16, every sequence padded to max_length."""
+
+
+def original_cell(cells: pd.DataFrame):
+    """The fp32 cell at the original study's setting (batch 16, padded to max_length) among
+    one task's ``cells``, or None."""
+    original = cells[
+        (cells["technique"] == "fp32")
+        & (cells["batch_size"] == ORIGINAL_SETTING["batch_size"])
+        & (cells["padding"] == ORIGINAL_SETTING["padding"])
+    ]
+    return None if original.empty else original.iloc[0]
+
+
+def main_setting(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows at the setting (batch size, padding, max length) that holds the most
+    techniques, the smallest batch size among equals: where techniques are compared."""
+    keys = [k for k in ("batch_size", "padding", "max_length", "scope") if k in frame.columns]
+    if frame.empty or not keys or frame[keys].isna().all().all():
+        return frame
+    counts = frame.groupby(keys, dropna=False)["technique"].nunique().reset_index(name="n")
+    best = counts.sort_values(["n", "batch_size"], ascending=[False, True]).iloc[0]
+    mask = np.logical_and.reduce(
+        [frame[k].eq(best[k]) | (frame[k].isna() & pd.isna(best[k])) for k in keys]
+    )
+    return frame[mask]
+
+
+def comparison(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
+    """Each cell beside the baseline at the same task and batch size: ratios and metric change."""
+    keys = ["task", "batch_size", "padding", "max_length", "scope"]
+    summary = with_columns(summary, SUMMARY_COLUMNS)
+    base = summary[summary["technique"] == baseline][
+        keys
+        + ["j_per_1k_samples_mean", "j_per_1k_samples_ci95", "samples_per_s_mean", "metric_value"]
+    ]
+    table = summary.merge(base, on=keys, how="left", suffixes=("", "_base"))
+    table["energy_vs_base"], table["energy_vs_base_ci95"] = ratio_ci95(
+        table["j_per_1k_samples_mean"],
+        table["j_per_1k_samples_ci95"],
+        table["j_per_1k_samples_mean_base"],
+        table["j_per_1k_samples_ci95_base"],
+    )
+    table["speedup_vs_base"] = table["samples_per_s_mean"] / table["samples_per_s_mean_base"]
+    table["metric_change"] = table["metric_value"] - table["metric_value_base"]
+    columns = keys + [
+        "technique",
+        "j_per_1k_samples_mean",
+        "j_per_1k_samples_ci95",
+        "energy_vs_base",
+        "energy_vs_base_ci95",
+        "samples_per_s_mean",
+        "samples_per_s_ci95",
+        "speedup_vs_base",
+        "metric",
+        "metric_value",
+        "metric_change",
+        "latency_p50_ms",
+        "cv_flag",
+    ]
+    return table[columns].sort_values(keys + ["technique"]).reset_index(drop=True)

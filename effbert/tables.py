@@ -1,0 +1,333 @@
+"""Tables a reader sees, from the per-cell summary: each cell beside the baseline, the
+headline, the claims and findings as Markdown, provenance, numbers narrowed to fit a page."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from effbert import claims as claims_
+from effbert.schema import with_columns
+from effbert.stats import (
+    comparison,
+    energy_ratio,
+    main_setting,
+    original_cell,
+    single_device,
+    summarize,
+)
+from effbert.tasks import TASKS
+from effbert.techniques import TECHNIQUES
+
+PROVENANCE_COLUMNS = [
+    "device_name",
+    "driver",
+    "cuda",
+    "power_limit_w",
+    "torch",
+    "transformers",
+    "zeus",
+    "torchao",
+    "git_sha",
+    "energy_source",
+]
+
+
+def provenance(trials: pd.DataFrame) -> pd.DataFrame:
+    """Where and with what the measured cells ran: one row per distinct environment."""
+    trials = with_columns(trials, ["profile", "status", "measured_at"])
+    ok = trials[trials["status"] == "ok"]
+    columns = ["profile"] + [c for c in PROVENANCE_COLUMNS if c in ok.columns]
+    table = ok.groupby(columns, dropna=False)["measured_at"].agg(["min", "max", "count"])
+    table = table.rename(columns={"min": "first", "max": "last", "count": "trials"}).reset_index()
+    return table.reindex(columns=[*columns, "first", "last", "trials"])
+
+
+def provenance_sheet(trials: pd.DataFrame) -> pd.DataFrame:
+    """``provenance`` turned on its side, a column per environment and a row per field: a run
+    has one or two environments, so it fits the page where a row of 16 fields would not."""
+    table = provenance(trials)
+    table.index = [f"environment {i + 1}" for i in range(len(table))]
+    return table.T.rename_axis(None)
+
+
+def headline(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
+    """Energy per sample relative to the baseline, task by technique, at the smallest batch size
+    (throughput relative to the baseline where no energy was measured), as text with the 95%
+    interval, e.g. ``0.21× ±0.01``."""
+    table = comparison(summary, baseline)
+    if table.empty:
+        return pd.DataFrame()
+    table = main_setting(table)
+    measured = table["energy_vs_base"].notna().any()
+    value, half = ("energy_vs_base", "energy_vs_base_ci95") if measured else ("speedup_vs_base", "")
+    table = table.assign(
+        shown=[
+            "1× (reference)"
+            if technique == baseline
+            else f"{v:.2f}×" + (f" ±{h:.2f}" if half and pd.notna(h) else "")
+            for technique, v, h in zip(
+                table["technique"], table[value], table[half or value], strict=True
+            )
+        ]
+    )
+    out = table.pivot_table(index="task", columns="technique", values="shown", aggfunc="first")
+    tasks = [t for t in TASKS if t in out.index] + sorted(set(out.index) - set(TASKS))
+    techniques = [t for t in TECHNIQUES if t in out.columns]
+    techniques += sorted(set(out.columns) - set(techniques))
+    out = out.reindex(index=tasks, columns=techniques).fillna("")
+    out.columns.name = f"{'energy' if measured else 'throughput'} / {baseline}"
+    return out
+
+
+def with_intervals(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """``summary`` narrower for a page: each ``<name>_mean`` and ``<name>_ci95`` pair as one
+    column ``<name>`` reading "mean ± half-width", every float to ``digits`` significant
+    digits (whole numbers from 10^digits up)."""
+
+    def number(value: float) -> str:
+        if pd.isna(value):
+            return ""
+        return f"{value:,.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"
+
+    out = {}
+    for column in summary.columns:
+        if column.endswith("_ci95") and f"{column[:-5]}_mean" in summary:
+            continue
+        values = summary[column]
+        if column.endswith("_mean"):
+            name, ci = column[:-5], summary.get(f"{column[:-5]}_ci95")
+            if ci is not None:
+                out[name] = [
+                    number(m) if pd.isna(c) else f"{number(m)} ± {number(c)}"
+                    for m, c in zip(values, ci, strict=True)
+                ]
+                continue
+        if pd.api.types.is_float_dtype(values):
+            values = values.map(number)
+        out[column] = values
+    return pd.DataFrame(out, index=summary.index)
+
+
+def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
+    """A pipe table for the README (no extra dependency)."""
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "" if math.isnan(value) else f"{value:.{digits}g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(False)]
+    return "\n".join(lines)
+
+
+def signed_change(value: float) -> str:
+    """A metric change with its sign: ``0`` where none, small ones in scientific notation so
+    that a change never reads as ``+0.0000``."""
+    if pd.isna(value):
+        return ""
+    if value == 0:
+        return "0"
+    return f"{value:+.1e}" if abs(value) < 5e-5 else f"{value:+.4f}"
+
+
+def findings(summary: pd.DataFrame, baseline: str = "fp32") -> str:
+    """The analysis' conclusion as Markdown, generated from the records: per technique, its
+    energy relative to the baseline across tasks (each ratio with its 95% interval), the largest
+    change in a task metric, and the cells each finding comes from."""
+    table = comparison(summary, baseline)
+    if table.empty:
+        return "No measured cell: nothing to conclude."
+    table = main_setting(table)
+    measured = table["energy_vs_base"].notna().any()
+    ratio, half, what = (
+        ("energy_vs_base", "energy_vs_base_ci95", "energy per sample")
+        if measured
+        else ("speedup_vs_base", None, "throughput")
+    )
+    ids = summary.set_index(["task", "technique", "batch_size"])["cell_id"]
+    lines = [
+        f"At batch size {table['batch_size'].iloc[0]}, padding {table['padding'].iloc[0]} (the "
+        f"setting with the most techniques), {what} relative to {baseline} "
+        f"(mean over trials, 95% interval), and the largest change of a task metric:",
+        "",
+    ]
+    ranked = table[table["technique"] != baseline].groupby("technique")[ratio].median()
+    for technique in ranked.sort_values().index:
+        rows = table[(table["technique"] == technique) & table[ratio].notna()]
+        if rows.empty:
+            continue
+        low, high = rows.loc[rows[ratio].idxmin()], rows.loc[rows[ratio].idxmax()]
+
+        def shown(row):
+            interval = f" ± {row[half]:.2f}" if half and pd.notna(row[half]) else ""
+            return f"{row[ratio]:.2f}×{interval} ({row['task']})"
+
+        change = rows.loc[rows["metric_change"].abs().idxmax()]
+        cells = ", ".join(
+            str(ids.get((r.task, technique, r.batch_size), ""))[:8] for r in rows.itertuples()
+        )
+        width = rows[half].fillna(0) if half else 0
+        below, above = int((rows[ratio] + width < 1).sum()), int((rows[ratio] - width > 1).sum())
+        words = ("less energy", "more energy") if measured else ("slower", "faster")
+        verdict = [f"{n} {w}" for n, w in ((below, words[0]), (above, words[1])) if n]
+        unresolved = len(rows) - below - above
+        if unresolved:
+            verdict.append(f"{unresolved} not separable from {baseline}")
+        lines.append(
+            f"- **{technique}**: {shown(low)} to {shown(high)} over {len(rows)} tasks "
+            f"({', '.join(verdict)}); largest metric change "
+            f"{signed_change(change['metric_change'])} {change['metric']} on {change['task']}. "
+            f"Cells: {cells}."
+        )
+    noisy = int(summary["cv_flag"].fillna(False).astype(bool).sum())
+    if noisy:
+        lines += ["", f"{noisy} cells vary between trials more than `max_cv`: read them with care."]
+    return "\n".join(lines)
+
+
+def comparison_of(summary: pd.DataFrame, task: str | None) -> pd.DataFrame:
+    table = comparison(summary)
+    return table[table["task"] == task] if task else table
+
+
+def comparison_markdown(summary: pd.DataFrame, task: str | None = None) -> str:
+    """The comparison as a Markdown table narrow enough for a page: each cell's energy with its
+    interval, its ratios to the baseline and its metric change."""
+    table = comparison_of(summary, task)
+    energy = [
+        "" if pd.isna(m) else f"{m:.1f} ± {c:.1f}" if pd.notna(c) else f"{m:.1f}"
+        for m, c in zip(table["j_per_1k_samples_mean"], table["j_per_1k_samples_ci95"], strict=True)
+    ]
+    columns = {
+        "task": "task",
+        "technique": "technique",
+        "batch_size": "batch",
+        "padding": "padding",
+        "energy": "energy J/1k (±95%)",
+        "energy_vs_base": "energy / fp32",
+        "speedup_vs_base": "speed / fp32",
+        "metric": "metric",
+        "metric_value": "value",
+        "metric_change": "change vs fp32",
+        "cv_flag": "noisy",
+    }
+    shown = table.assign(energy=energy)[list(columns)].rename(columns=columns)
+    return markdown_table(shown)
+
+
+def claims_markdown(summary: pd.DataFrame, metric_tolerance: float = 0.005) -> str:
+    """The earlier study's claims judged (:func:`effbert.claims.claims`) as a Markdown table:
+    one row per claim, its verdict over all tasks in bold, the geometric mean of the energy
+    ratios, the worst (smallest) metric change, and each task's ratio with its 95% interval."""
+    table = claims_.claims(summary, metric_tolerance)
+    if table.empty:
+        return "No measured cell: nothing to judge."
+    overall = table[table["task"] == claims_.ALL_TASKS]
+    settings = sorted({s for s in overall["setting"] if s}) or ["none measured"]
+    rows = []
+    for claim in overall["claim"]:
+        tasks = table[(table["claim"] == claim) & (table["task"] != claims_.ALL_TASKS)]
+        [total] = overall[overall["claim"] == claim].to_dict("records")
+        mixed = total["verdict"] not in claims_.VERDICTS
+        varied = tasks.loc[tasks["verdict"] != claims_.NOT_MEASURED, "compared"].nunique() > 1
+        rows.append(
+            {
+                "claim": claim,
+                "compared": total["compared"],
+                "all tasks": f"**{total['verdict']}**",
+                "ratio (geo. mean)": _number(total["energy_ratio"]),
+                "worst metric change": signed_change(total["metric_change"]),
+                "per task: ratio [95%]": " · ".join(
+                    _task_ratio(row, mixed, varied) for row in tasks.to_dict("records")
+                )
+                or "no task has these cells",
+            }
+        )
+    intro = (
+        f"The earlier study's claims at its setting ({'; '.join(settings)}): energy per sample "
+        "of the first technique over the second's (mean over trials, 95% interval; claim 4 "
+        "against the cheapest other preset of each task). A claim holds where the interval lies "
+        "on its side of 1 (for Flash Attention, with the task metric at most "
+        f"{metric_tolerance} lower), does not hold where it lies on the other side (or the "
+        "metric drops further), and is not resolved where the interval includes 1."
+    )
+    return intro + "\n\n" + markdown_table(pd.DataFrame(rows))
+
+
+def _number(value, spec: str = ".2f") -> str:
+    return "" if pd.isna(value) else format(value, spec)
+
+
+def _task_ratio(row: dict, verdict: bool, runner_up: bool) -> str:
+    """``sst2 2.52 [2.37, 2.67]``, with the task's verdict or runner-up where they vary."""
+    if row["verdict"] == claims_.NOT_MEASURED:
+        return f"{row['task']} not measured"
+    text = f"{row['task']} {_number(row['energy_ratio'])}"
+    if pd.notna(row["ratio_ci95_low"]):
+        text += f" [{_number(row['ratio_ci95_low'])}, {_number(row['ratio_ci95_high'])}]"
+    if runner_up:
+        text += f" vs {row['compared'].split(' / ')[-1]}"
+    return text + (f" {row['verdict']}" if verdict else "")
+
+
+def _mean_ci(cell, measure: str) -> str:
+    return f"{cell[measure + '_mean']:.2f} ± {cell[measure + '_ci95']:.2f}"
+
+
+def headline_markdown(summary: pd.DataFrame, metric_tolerance: float = 0.02) -> str:
+    """Per task: the cheapest configuration whose metric stays within ``metric_tolerance`` of
+    the original configuration's (fp32, batch 16, padded to max_length), both from the same
+    records, with the energy ratio and its 95% interval."""
+    cells = summary[(summary["scope"].fillna("model") == "model")]
+    cells = single_device(cells[cells["j_per_1k_samples_mean"].notna()])
+    rows = []
+    for task, group in cells.groupby("task", sort=False):
+        base = original_cell(group)
+        if base is None:
+            continue
+        kept = group[group["metric_value"] >= base["metric_value"] - metric_tolerance]
+        if kept.empty:  # no metric to compare (NaN): the cheapest cell, its metric shown
+            kept = group
+        best = kept.loc[kept["j_per_1k_samples_mean"].idxmin()]
+        ratio, half = energy_ratio(base, best)
+        rows.append(
+            {
+                "task": task,
+                "original (fp32, batch 16, padded) J/1k": _mean_ci(base, "j_per_1k_samples"),
+                "best configuration": f"{best['technique']}, batch {best['batch_size']}, "
+                f"{best['padding']}",
+                "best J/1k": _mean_ci(best, "j_per_1k_samples"),
+                "original / best": f"{ratio:.1f}× ± {half:.1f}",
+                "metric": f"{base['metric']} {base['metric_value']:.4f} → "
+                f"{best['metric_value']:.4f}",
+            }
+        )
+    if not rows:
+        return (
+            "No task has the original configuration (fp32, batch 16, max_length) measured with "
+            "energy."
+        )
+    return markdown_table(pd.DataFrame(rows))
+
+
+def cell_summary(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per cell: energy, throughput and metric, each mean ± its 95% half-width (columns
+    with nothing measured, such as CPU energy off the end-to-end scope, left out)."""
+    shown = (
+        summarize(trials)
+        .filter(
+            regex="^(task|technique|batch_size|cv_flag)$|^samples_per_s_(mean|ci95)$|"
+            "^(cpu_)?j_per_1k_samples_(mean|ci95)$|^metric$|^metric_value$"
+        )
+        .dropna(axis=1, how="all")
+    )
+    return with_intervals(shown, digits=4)
+
+
+def skipped(trials: pd.DataFrame) -> pd.DataFrame:
+    """Cells not measured, with the reason."""
+    rows = trials[trials["status"].isin(["skipped", "failed"])]
+    return rows[["task", "technique", "batch_size", "status", "reason"]].drop_duplicates()
