@@ -48,7 +48,10 @@ def check(
     assert ok["metric_value"].notna().all(), "a cell without its task metric"
     metered = ok[ok["energy_source"].fillna("none") != "none"]
     assert (metered["energy_j"] > 0).all(), "a window read no energy"
-    reference = recorded[(recorded["technique"] == baseline) & (recorded["status"] == "ok")]
+    current = ~recorded.get("superseded", pd.Series(False, index=recorded.index)).fillna(False)
+    reference = recorded[
+        (recorded["technique"] == baseline) & (recorded["status"] == "ok") & current.astype(bool)
+    ]
     compared = ok.drop_duplicates("cell_id")[[*keys, "technique", "metric", "metric_value"]].merge(
         reference.drop_duplicates("cell_id")[[*keys, "metric_value"]],
         on=keys,

@@ -76,7 +76,9 @@ class Params:
         "hub", "hub (nyu-mll/glue), local (glue_data folder) or synthetic", ALL, choices=SOURCES
     )
     glue_dir: str = _param("", "the glue_data folder, for data_source local", ALL)
-    max_samples: int = _param(0, "rows per task (0: the whole split)", ALL, minimum=0)
+    max_samples: int = _param(
+        0, "rows per task (0: the whole split)", ALL, minimum=0, maximum=10_000_000
+    )
     seed: int = _param(0, "seed of synthetic data, tiny models and fine-tuning", ALL)
     checkpoints_dir: str = _param(
         "", "fine-tuned checkpoints, one folder per task (written by 10-finetune)", ALL
@@ -98,7 +100,7 @@ class Params:
         ["fp32", "int8", "autocast_fp16", "autocast_bf16", "fp16", "flash", "fp16_flash"],
         "presets (effbert.techniques.TECHNIQUES) or axes joined by '+', e.g. bf16+flash+compile",
     )
-    batch_sizes: list[int] = _param([16], "sequences per forward pass", minimum=1)
+    batch_sizes: list[int] = _param([16], "sequences per forward pass", minimum=1, maximum=65536)
     padding: str = _param(
         "max_length",
         "max_length (pad to max_length), longest, bucketed (sorted by length, then longest) or "
@@ -121,11 +123,13 @@ class Params:
         "measurement processes, one per GPU pinned with CUDA_VISIBLE_DEVICES (0: one per "
         "visible GPU when device is auto or cuda; 1: this process only)",
         minimum=0,
+        maximum=64,
     )
     tokenize_workers: int = _param(
         4,
         "end_to_end scope: DataLoader worker processes tokenizing ahead of the device",
         minimum=1,
+        maximum=256,
     )
     order: str = _param(
         "sequential",
@@ -137,24 +141,36 @@ class Params:
         True, "record the kernels each cell ran (torch.profiler, outside the windows; CUDA)"
     )
     max_length: int = _param(128, "tokens per input after truncation", minimum=1, maximum=512)
-    warmup_s: float = _param(3.0, "unmeasured passes first, at least this long", minimum=0)
-    trials: int = _param(5, "measured windows per cell", minimum=2)
+    warmup_s: float = _param(
+        3.0, "unmeasured passes first, at least this long", minimum=0, maximum=3600
+    )
+    trials: int = _param(5, "measured windows per cell", minimum=2, maximum=1000)
     min_window_s: float = _param(
-        2.0, "each window repeats whole passes (or batches) at least this long", minimum=0.001
+        2.0,
+        "each window repeats whole passes (or batches) at least this long",
+        minimum=0.001,
+        maximum=600,
     )
     max_cv: float = _param(
-        0.05, "flag cells whose trials vary more than this (coefficient of variation)", minimum=0
+        0.05,
+        "flag cells whose trials vary more than this (coefficient of variation)",
+        minimum=0,
+        maximum=10,
     )
-    idle_s: float = _param(3.0, "seconds of idle power measurement per run (0: skip)", minimum=0)
-    latency_batches: int = _param(50, "batches timed for latency percentiles", minimum=1)
+    idle_s: float = _param(
+        3.0, "seconds of idle power measurement per run (0: skip)", minimum=0, maximum=600
+    )
+    latency_batches: int = _param(
+        50, "batches timed for latency percentiles", minimum=1, maximum=100_000
+    )
     carbon_intensity_g_per_kwh: float = _param(
-        475.0, "grid intensity (IEA world average, 2019)", minimum=0
+        475.0, "grid intensity (IEA world average, 2019)", minimum=0, maximum=5000
     )
     metrics_backend: str = _param(
         "auto", "auto (evaluate where it loads), evaluate or sklearn", choices=METRICS_BACKENDS
     )
     metric_tolerance: float = _param(
-        0.02, "largest metric difference from fp32 the checks accept", minimum=0
+        0.02, "largest metric difference from fp32 the checks accept", minimum=0, maximum=1
     )
 
     base_model: str = _param(
@@ -166,7 +182,7 @@ class Params:
         FINETUNE,
     )
     finetune_max_train_samples: int = _param(
-        0, "rows of each train split (0: all)", FINETUNE, minimum=0
+        0, "rows of each train split (0: all)", FINETUNE, minimum=0, maximum=100_000_000
     )
     finetunes_per_gpu: int = _param(
         1,
@@ -174,6 +190,7 @@ class Params:
         "training steps leave a GPU idle between kernels, so a few share it well)",
         FINETUNE,
         minimum=1,
+        maximum=32,
     )
 
     baseline_technique: str = _param("fp32", "techniques are compared with this one", ANALYSIS)

@@ -18,7 +18,7 @@ from effbert import data, environment, models, results
 from effbert.checks import check
 from effbert.params import ALL, MEASURE, Params, plan_points
 from effbert.profiles import load
-from effbert.results import cell_id
+from effbert.schema import cell_id
 from effbert.tasks import GlueTask, get_task
 from effbert.techniques import (
     COMPILED_EXECUTIONS,

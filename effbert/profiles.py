@@ -7,6 +7,7 @@ the key, the value and the fix, all problems of a profile at once.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import typing
@@ -55,6 +56,8 @@ def _type_problem(key: str, value: Any, annotation: Any) -> str | None:
         return None
     if annotation is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            return f"{key} is {value!r}: give a finite number"
     elif annotation is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif annotation in (str, bool, dict, list):
@@ -63,7 +66,14 @@ def _type_problem(key: str, value: Any, annotation: Any) -> str | None:
         ok = True
     if ok:
         return None
-    return f"{key} should be {type_name(annotation)}, got {type(value).__name__} {shown}"
+    hint = ""
+    if annotation in (int, float) and isinstance(value, str):
+        try:
+            float(value)
+            hint = " (YAML reads 1e9 as text: write 1.0e+9, or the number in full)"
+        except ValueError:
+            pass
+    return f"{key} should be {type_name(annotation)}, got {type(value).__name__} {shown}{hint}"
 
 
 def _value_problems(key: str, value: Any, metadata: dict) -> list[str]:
@@ -120,6 +130,9 @@ def _padding_problems(where: str, techniques: list[str], padding: str) -> list[s
     return problems
 
 
+COMBINATION_KEYS = {"technique": str, "batch_size": int, "padding": str, "tasks": list[str]}
+
+
 def validate(values: dict[str, Any], where: str = "profile", inputs: bool = True) -> Params:
     """Check a profile's keys, types and values, then build its ``Params``.
 
@@ -129,6 +142,27 @@ def validate(values: dict[str, Any], where: str = "profile", inputs: bool = True
     Raises:
         ProfileError: listing every problem, each naming the key, the value and the fix.
     """
+    problems = _key_problems(values)
+    if problems:
+        raise ProfileError(
+            f"{where}: " + "; ".join(problems) + f". Valid keys: {', '.join(PARAMS)}"
+        )
+    params = Params(**values)
+    problems += _name_problems(params)
+    for i, combination in enumerate(params.combinations):
+        problems += _combination_problems(f"combinations[{i}]", combination, params)
+    problems += _padding_problems("techniques", params.techniques, params.padding)
+    problems += _finetune_problems(params)
+    problems += _scope_problems(params)
+    if inputs:
+        problems += _input_problems(params)
+    if problems:
+        raise ProfileError(f"{where}: " + "; ".join(problems))
+    return params
+
+
+def _key_problems(values: dict[str, Any]) -> list[str]:
+    """Unknown keys, wrong types and values out of their choices or bounds."""
     problems = []
     types = hints()
     for key, value in values.items():
@@ -140,13 +174,12 @@ def validate(values: dict[str, Any], where: str = "profile", inputs: bool = True
             problems.append(problem)
             continue
         problems += _value_problems(key, value, PARAMS[key].metadata)
-    if problems:
-        raise ProfileError(
-            f"{where}: " + "; ".join(problems) + f". Valid keys: {', '.join(PARAMS)}"
-        )
+    return problems
 
-    params = Params(**values)
-    model_tasks = sorted({t.model_task for t in TASKS.values()} | set(TASKS))
+
+def _name_problems(params: Params) -> list[str]:
+    """The profile's name, and the tasks and techniques it names."""
+    problems = []
     if not PROFILE_NAME.fullmatch(params.profile):
         problems.append(
             f"profile name {params.profile!r} may hold only letters, digits, '-' and '_' "
@@ -156,10 +189,11 @@ def validate(values: dict[str, Any], where: str = "profile", inputs: bool = True
         if not names:
             problems.append(f"{key} is empty: name at least one")
     problems += _names_problems("tasks", params.tasks, list(TASKS), "task")
+    combined = [c.get("technique") for c in params.combinations]
     for key, names in (
         ("techniques", params.techniques),
         ("baseline_technique", [params.baseline_technique]),
-        ("combinations", [c.get("technique", "") for c in params.combinations]),
+        ("combinations", [n for n in combined if isinstance(n, str)]),
     ):
         seen = set()
         for name in names:
@@ -174,34 +208,38 @@ def validate(values: dict[str, Any], where: str = "profile", inputs: bool = True
             if key == "techniques" and technique.name in seen:
                 problems.append(f"techniques lists {technique.name!r} twice")
             seen.add(technique.name)
-    for i, combination in enumerate(params.combinations):
-        unknown = set(combination) - {"technique", "batch_size", "padding", "tasks"}
-        if unknown or "technique" not in combination:
-            problems.append(
-                f"combinations[{i}] is {combination!r}: give technique, and optionally "
-                "batch_size, padding and tasks"
-            )
-        only = combination.get("tasks", params.tasks)
-        if not isinstance(only, list) or not set(only) <= set(params.tasks):
-            problems.append(
-                f"combinations[{i}].tasks is {only!r}: give a list of the profile's tasks "
-                f"({', '.join(params.tasks)})"
-            )
-        problems += _value_problems(
-            f"combinations[{i}].batch_size", combination.get("batch_size", 1), {"minimum": 1}
+    return problems
+
+
+def _combination_problems(where: str, combination: dict, params: Params) -> list[str]:
+    """One entry of ``combinations``: its keys, their types and values."""
+    unknown = set(combination) - set(COMBINATION_KEYS)
+    if unknown or "technique" not in combination:
+        return [
+            f"{where} is {combination!r}: give technique, and optionally batch_size, padding "
+            "and tasks"
+        ]
+    typed = [_type_problem(f"{where}.{k}", v, COMBINATION_KEYS[k]) for k, v in combination.items()]
+    if any(typed):
+        return [p for p in typed if p]
+    problems = _value_problems(
+        f"{where}.batch_size", combination.get("batch_size", 1), PARAMS["batch_sizes"].metadata
+    )
+    only = combination.get("tasks", params.tasks)
+    if not set(only) <= set(params.tasks):
+        problems.append(
+            f"{where}.tasks is {only!r}: give a list of the profile's tasks "
+            f"({', '.join(params.tasks)})"
         )
-        if combination.get("padding", PADDINGS[0]) not in PADDINGS:
-            problems.append(
-                f"combinations[{i}].padding is {combination['padding']!r}: choose one of "
-                + ", ".join(PADDINGS)
-            )
-        else:
-            problems += _padding_problems(
-                f"combinations[{i}]",
-                [combination.get("technique", "")],
-                combination.get("padding", params.padding),
-            )
-    problems += _padding_problems("techniques", params.techniques, params.padding)
+    padding = combination.get("padding", params.padding)
+    if padding not in PADDINGS:
+        return problems + [f"{where}.padding is {padding!r}: choose one of {', '.join(PADDINGS)}"]
+    return problems + _padding_problems(where, [combination["technique"]], padding)
+
+
+def _finetune_problems(params: Params) -> list[str]:
+    model_tasks = sorted({t.model_task for t in TASKS.values()} | set(TASKS))
+    problems = []
     for key in ("checkpoints", "label_maps"):
         problems += _names_problems(key, getattr(params, key), model_tasks, "task")
     problems += _names_problems("finetune", params.finetune, model_tasks, "task", ("default",))
@@ -215,6 +253,12 @@ def validate(values: dict[str, Any], where: str = "profile", inputs: bool = True
                 annotation = {"float": float, "int": int}.get(annotation, annotation)
                 problem = _type_problem(f"finetune.{task}.{name}", value, annotation)
                 problems += [problem] if problem else []
+    return problems
+
+
+def _scope_problems(params: Params) -> list[str]:
+    """Settings that cannot go together: workers, scope, order and device."""
+    problems = []
     if params.workers > 1 and params.device == "cpu" and params.energy != "none":
         problems.append(
             f"workers: {params.workers} on device cpu: the workers would share one CPU package, "
@@ -229,7 +273,7 @@ def validate(values: dict[str, Any], where: str = "profile", inputs: bool = True
         piped = [
             n
             for n in [*params.techniques, *(c.get("technique", "") for c in params.combinations)]
-            if n.split("+")[-1] == "pipeline"
+            if isinstance(n, str) and n.split("+")[-1] == "pipeline"
         ]
         if piped:
             problems.append(
@@ -246,11 +290,7 @@ def validate(values: dict[str, Any], where: str = "profile", inputs: bool = True
             f"workers: {params.workers} with device {params.device!r}: a device pinned by "
             "number runs in one process; set device: cuda (all visible GPUs) or workers: 1"
         )
-    if inputs:
-        problems += _input_problems(params)
-    if problems:
-        raise ProfileError(f"{where}: " + "; ".join(problems))
-    return params
+    return problems
 
 
 def _input_problems(params: Params) -> list[str]:
@@ -279,6 +319,34 @@ def _input_problems(params: Params) -> list[str]:
             if not cfg.resolve_path(spec).is_dir():
                 problems.append(f"{key} {spec!r} does not exist (or is no folder)")
     return problems
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (YAML would keep the last
+    silently, so an edit lower in the file would undo one above it unseen)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise ProfileError(
+                    f"{mark.name}:{mark.line + 1}: the key {key!r} is given twice: keep one"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _loader(where: str):
+    """``_UniqueKeyLoader`` whose error marks name the profile as the user gave it."""
+
+    def make(stream):
+        loader = _UniqueKeyLoader(stream)
+        loader.name = where
+        return loader
+
+    return make
 
 
 def _reject_aliases(text: str, where: str) -> None:
@@ -335,7 +403,7 @@ def read(name_or_path: str | Path, strict: bool = True) -> dict[str, Any]:
         raise ProfileError(f"{where}: cannot be read ({err.strerror})") from None
     _reject_aliases(text, where)
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_loader(where))
     except yaml.YAMLError as err:
         raise ProfileError(f"{where}: not valid YAML: {err}") from None
     raw = {} if raw is None else raw

@@ -25,7 +25,14 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from effbert.schema import CELL_COLUMNS, IDENTITY_COLUMNS, TRIAL_COLUMNS, with_columns
+from effbert.schema import (
+    CELL_COLUMNS,
+    IDENTITY_COLUMNS,
+    TRIAL_COLUMNS,
+    cell_id,
+    record_problem,
+    with_columns,
+)
 from effbert.stats import summarize
 
 logger = logging.getLogger(__name__)
@@ -44,12 +51,6 @@ RERUN = "python -m effbert run"
 
 class StoreError(RuntimeError):
     """A record on disk that cannot be trusted, or one that cannot be written."""
-
-
-def cell_id(config: dict[str, Any]) -> str:
-    """A stable id for a cell configuration (key order does not matter)."""
-    text = json.dumps(config, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def cell_path(cells_dir: Path, config: dict[str, Any]) -> Path:
@@ -134,10 +135,11 @@ def write_cell(cells_dir: Path, record: dict[str, Any]) -> Path:
 
 
 def read_cell(path: Path) -> dict[str, Any]:
-    """One cell file, checked to hold a config and a status.
+    """One cell file, trusted only after its content passes ``schema.record_problem``.
 
     Raises:
-        StoreError: the file is truncated, not JSON, or lacks ``config`` or ``status``.
+        StoreError: the file is unreadable, truncated or not JSON, or its content fails the
+            check (the message says what, and how to go on).
     """
     path = Path(path)
     fix = f"delete {path} to measure that cell again ({RERUN}), or restore it from a copy"
@@ -145,13 +147,10 @@ def read_cell(path: Path) -> dict[str, Any]:
         cell = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise StoreError(f"cannot read cell {path} ({err}): {fix}") from err
-    if (
-        not isinstance(cell, dict)
-        or not isinstance(cell.get("config"), dict)
-        or "status" not in cell
-    ):
-        raise StoreError(f"cell {path} lacks its config or status: {fix}")
-    return {**cell, "cell_id": cell.get("cell_id") or path.stem}
+    problem = record_problem(cell, path)
+    if problem is not None:
+        raise StoreError(f"cell {path} cannot be trusted: {problem}. To go on, {fix}")
+    return {**cell, "cell_id": path.stem}
 
 
 def find_cell(cells_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
@@ -188,9 +187,32 @@ def cell_record(cells_dir: Path, cell_id: str) -> dict[str, Any]:
     return read_cell(path)
 
 
+def successor_key(config: dict[str, Any]) -> str:
+    """What a cell measures, its inputs' fingerprints aside (the device kept): two records
+    with one key measured the same configuration of other rows, weights or software."""
+    fingerprints = config.get("fingerprints") or {}
+    device = (fingerprints.get("environment") or {}).get("device_name")
+    rest = {k: v for k, v in config.items() if k != "fingerprints"}
+    return json.dumps({**rest, "device": device}, sort_keys=True, default=str)
+
+
+def superseded(cells: list[dict[str, Any]]) -> set[str]:
+    """Ids of the records a newer record of the same configuration replaced (its rows,
+    checkpoint or software changed since): kept on disk, left out of every table."""
+    newest: dict[str, dict] = {}
+    for cell in cells:
+        key = successor_key(cell["config"])
+        if key not in newest or str(cell.get("measured_at")) > str(newest[key].get("measured_at")):
+            newest[key] = cell
+    current = {c["cell_id"] for c in newest.values()}
+    return {c["cell_id"] for c in cells} - current
+
+
 def trial_rows(cells: list[dict[str, Any]]) -> pd.DataFrame:
-    """One tidy row per (cell, trial); a skipped cell is one row with status ``skipped``."""
+    """One tidy row per (cell, trial); a skipped cell is one row with status ``skipped``;
+    records replaced by a newer one of the same configuration are marked ``superseded``."""
     rows = []
+    replaced = superseded(cells)
     for cell in cells:
         config = cell["config"]
         shared = {
@@ -230,6 +252,7 @@ def trial_rows(cells: list[dict[str, Any]]) -> pd.DataFrame:
             "kernels_checked": bool((cell.get("kernels") or {}).get("top")),
             "cell_id": cell["cell_id"],
             "measured_at": cell.get("measured_at"),
+            "superseded": cell["cell_id"] in replaced,
         }
         trials = cell.get("trials") or [{}]
         for trial in trials:
@@ -289,14 +312,6 @@ def _parse_csv(data: bytes) -> pd.DataFrame:
     return pd.read_csv(io.BytesIO(data), dtype={"cell_id": str, "measured_at": str})
 
 
-def _fingerprint(trials: pd.DataFrame) -> list[tuple[str, str]]:
-    """(cell id, measured at) of every row, sorted: which cells a table holds, and how many rows."""
-    trials = with_columns(trials, ["cell_id", "measured_at"])
-    ids = trials["cell_id"].fillna("").astype(str)
-    times = trials["measured_at"].fillna("").astype(str)
-    return sorted(zip(ids, times, strict=True))
-
-
 def _manifest_problem(results_dir: Path, data: bytes) -> str | None:
     """Why the bytes of results.csv fail their manifest (None when they pass or there is none)."""
     path = results_dir / MANIFEST_JSON
@@ -329,8 +344,8 @@ def _checked_table(
         frame = _parse_csv(data)
     except ValueError as err:
         return None, f"cannot be parsed ({err})"
-    if expected is not None and _fingerprint(frame) != _fingerprint(expected):
-        return None, "disagrees with the cell files (other cells, rows or measurement times)"
+    if expected is not None and data != _csv_text(expected).encode("utf-8"):
+        return None, "disagrees with the cell files (edited, or other cells or values)"
     return frame, None
 
 
@@ -340,8 +355,8 @@ def read_results(
     """results.csv, optionally of one profile, checked before it is trusted.
 
     The table is checked against its manifest (sha256) and, when there are cell files, against
-    them (which cells, how many rows, when measured). A table that is missing, truncated,
-    edited or stale is rebuilt from the cells, with a warning naming it.
+    the table they give, byte for byte: a table that is missing, truncated, edited or stale is
+    rebuilt from the cells, with a warning naming it.
 
     Args:
         results_dir: Folder of results.csv.

@@ -36,7 +36,7 @@ def summarize(trials: pd.DataFrame) -> pd.DataFrame:
         ``SUMMARY_COLUMNS``; no rows when no cell finished ``ok``.
     """
     trials = with_columns(trials, IDENTITY_COLUMNS + TRIAL_COLUMNS + CELL_COLUMNS)
-    ok = trials[trials["status"] == "ok"]
+    ok = trials[(trials["status"] == "ok") & ~trials["superseded"].fillna(False).astype(bool)]
     rows = []
     for key, group in ok.groupby(SUMMARY_KEYS, sort=False, dropna=False):
         first = group.iloc[0]
