@@ -58,8 +58,6 @@ lint: setup ## ruff over the package, tests and notebooks
 	$(VENV)/bin/ruff check effbert tests notebooks scripts
 	$(VENV)/bin/ruff format --check effbert tests notebooks scripts
 
-clean: ## remove a local run's reports (never committed ones), caches and paired .ipynb
-	@if [ -n "$$(git ls-files -- '$(REPORTS)/executed' '$(REPORTS)/*.html' 2>/dev/null)" ]; then \
-		echo "make clean: $(REPORTS) holds committed published reports; not deleting them"; exit 1; fi
-	rm -rf $(REPORTS)/executed $(REPORTS)/*.html $(REPORTS)/logs .pytest_cache .ruff_cache notebooks/*.ipynb
-	find . -name __pycache__ -prune -exec rm -rf {} +
+clean: export REPORTS := $(REPORTS)
+clean: ## remove a local run's generated files in REPORTS (never records or published reports), caches, paired .ipynb
+	@PYTHONPATH=. $(PYTHON) -m effbert.folders clean

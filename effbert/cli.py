@@ -6,11 +6,12 @@ Every expected failure ends in one line on stderr and a non-zero exit, never a t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from effbert import config as cfg
-from effbert import params, report, runner
+from effbert import data, folders, models, params, pool, report, results, runner
 
 
 def parser() -> argparse.ArgumentParser:
@@ -63,9 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         runs = runner.run_profile(
             args.profile, args.reports_dir, args.force, args.only, shard=args.shard
         )
-    except (cfg.ProfileError, FileNotFoundError) as err:
+    except BrokenPipeError:  # `summary | head`: the reader stopped, nothing went wrong
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (no flush error at exit)
+        return 0
+    except (cfg.ProfileError, FileNotFoundError, folders.FolderRefused) as err:
         print(f"effbert: {err}", file=sys.stderr)
         return 2
+    except (results.StoreError, pool.WorkerError, data.DataError, models.ModelError) as err:
+        print(f"effbert: {err}", file=sys.stderr)
+        return 1
     except runner.RunInterrupted as err:
         print(f"effbert: {err}", file=sys.stderr)
         return 130

@@ -79,9 +79,11 @@ def load_split(
     if source == "hub":
         frame = _load_hub(task, split)
     elif source == "local":
-        frame = _load_local(task, split, glue_dir)
+        frame = _load_local(task, split, glue_dir, max_samples)
     elif source == "synthetic":
-        frame = synthetic_rows(task, max_samples or 64, seed=seed + (split == "train"))
+        # a train split belongs to the model task (MNLI's two dev splits share one)
+        name = task.model_task if split == "train" else task.name
+        frame = synthetic_rows(task, max_samples or 64, seed=seed + (split == "train"), name=name)
     else:
         raise DataError(f"unknown data_source {source!r}: choose one of {', '.join(SOURCES)}")
     if max_samples:
@@ -107,7 +109,9 @@ def _load_hub(task: GlueTask, split: str) -> pd.DataFrame:
     return _standard_frame(frame, task, "label", task.text_columns[0], text_b, where, "row")
 
 
-def _load_local(task: GlueTask, split: str, glue_dir: str | Path) -> pd.DataFrame:
+def _load_local(
+    task: GlueTask, split: str, glue_dir: str | Path, max_samples: int = 0
+) -> pd.DataFrame:
     if not str(glue_dir):
         raise DataError(f"{task.name}: data_source local needs glue_dir (the glue_data folder)")
     path = Path(glue_dir) / task.folder / (task.dev_file if split == "dev" else task.train_file)
@@ -117,7 +121,8 @@ def _load_local(task: GlueTask, split: str, glue_dir: str | Path) -> pd.DataFram
             f"{task.name}: no file {shown}. glue_dir must hold the glue_data layout "
             f"({task.folder}/{task.dev_file}); fix glue_dir, or drop {task.name} from tasks"
         )
-    fields = _tsv_fields(task, shown, _text_lines(task, path, shown))
+    limit = max_samples + task.header if max_samples else None
+    fields = _tsv_fields(task, shown, _text_lines(task, path, shown, limit))
     header = fields[0] if task.header else list(task.names_without_header)
     first_line = 2 if task.header else 1
     rows = fields[first_line - 1 :]
@@ -143,6 +148,16 @@ def _load_local(task: GlueTask, split: str, glue_dir: str | Path) -> pd.DataFram
         "the line is cut short or holds a stray tab: repair it or download the file again",
     )
     frame = pd.DataFrame(rows, columns=header, index=range(first_line, first_line + len(rows)))
+    ids = [c for c in task.id_columns if c in header]
+    if ids:
+        _reject(
+            frame.duplicated(ids),
+            frame[ids].agg("/".join, axis=1),
+            task,
+            f"{shown} line",
+            f"repeats the id {{value}} of an earlier line ({', '.join(ids)})",
+            "a row is counted twice: delete the repeated line or download the file again",
+        )
     for column in (text_a, text_b):
         if column:
             _reject(
@@ -156,24 +171,62 @@ def _load_local(task: GlueTask, split: str, glue_dir: str | Path) -> pd.DataFram
     return _standard_frame(frame, task, label, text_a, text_b, shown, "line")
 
 
-def _text_lines(task: GlueTask, path: Path, shown: str) -> list[str]:
-    """The file's lines without the byte order mark and the final line break."""
-    raw = path.read_bytes()
-    body = raw.removeprefix(b"\xef\xbb\xbf")
+# The official GLUE files whose last line has no line break (every other file ends in one,
+# so a file that does not was cut short): CoLA's dev.tsv, by its sha256.
+UNTERMINATED_GLUE_FILES = {"8c013e21dc39957cac37378d87bebe225b694a0d5fe13eded66c2856628833fd"}
+
+
+def _text_lines(task: GlueTask, path: Path, shown: str, limit: int | None = None) -> list[str]:
+    """The file's lines without the byte order mark and line breaks, read line by line: the
+    first ``limit`` only where given, else the whole file, whose last line must end in a line
+    break (or the file be a known official one).
+
+    Raises:
+        DataError: the file cannot be read, or a line is not UTF-8, holds a NUL byte or is
+            cut short; the message names the line.
+    """
+    lines, digest, raw, offset = [], hashlib.sha256(), b"", 0
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as err:
-        offset_bytes = err.start + len(raw) - len(body)
-        line = raw.count(b"\n", 0, offset_bytes) + 1
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                digest.update(raw)
+                body = raw.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw
+                start = offset + len(raw) - len(body)
+                lines.append(_decoded(task, shown, number, body, start))
+                offset += len(raw)
+                if limit is not None and len(lines) >= limit:
+                    return lines
+    except OSError as err:
         raise DataError(
-            f"{task.name}: {shown} line {line} (byte {offset_bytes}) is not UTF-8 "
-            f"({err.reason}); save the file as UTF-8 or download it again"
+            f"{task.name}: cannot read {shown} ({err.strerror or err}); make it readable, or "
+            f"drop {task.name} from tasks"
         ) from None
-    if not text.strip():
+    if not "".join(lines).strip():
         raise DataError(
             f"{task.name}: {shown} is empty; download the file again with the GLUE download script"
         )
-    return text.removesuffix("\n").split("\n")
+    if not raw.endswith(b"\n") and digest.hexdigest() not in UNTERMINATED_GLUE_FILES:
+        raise DataError(
+            f"{task.name}: {shown} line {len(lines)} is cut short (the file ends mid-line); "
+            "download the file again"
+        )
+    return lines
+
+
+def _decoded(task: GlueTask, shown: str, number: int, raw: bytes, start: int) -> str:
+    """Line ``number`` as text; ``start``: its first byte's offset in the file."""
+    if b"\0" in raw:
+        raise DataError(
+            f"{task.name}: {shown} line {number} holds a NUL byte: the file is damaged or not "
+            "text; download it again"
+        )
+    try:
+        return raw.decode("utf-8").removesuffix("\n")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{task.name}: {shown} line {number} (byte {start + err.start}) is not UTF-8 "
+            f"({err.reason}); save the file as UTF-8 or download it again"
+        ) from None
 
 
 def _tsv_fields(task: GlueTask, shown: str, lines: list[str]) -> list[list[str]]:
@@ -226,18 +279,18 @@ def _labels(values: pd.Series, task: GlueTask, where: str) -> pd.Series:
         )
         return scores
     names = list(task.label_names)
-    if as_text.str.fullmatch(r"-?\d+").all():
-        labels = as_text.astype(int)
-    else:
-        labels = as_text.map({name: i for i, name in enumerate(names)})
-        _reject(
-            labels.isna(),
-            values,
-            task,
-            where,
-            "has the unknown label {value!r}",
-            f"labels must be one of {names}: fix the label",
-        )
+    labels = as_text.map({name: i for i, name in enumerate(names)})
+    numbered = as_text.str.fullmatch(r"-?\d+")
+    labels[numbered] = as_text[numbered].astype(int)
+    _reject(
+        labels.isna(),
+        values,
+        task,
+        where,
+        "has the unknown label {value!r}",
+        f"labels must be one of {names} or their class ids: fix the label",
+    )
+    labels = labels.astype(int)
     _reject(
         ~labels.between(0, task.num_labels - 1),
         values,
@@ -269,9 +322,10 @@ def _reject(
     raise DataError(f"{task.name}: {where} {positions[0]}{more} {detail}; {fix}")
 
 
-def synthetic_rows(task: GlueTask, n: int, seed: int = 0) -> pd.DataFrame:
-    """Deterministic rows in the shape of ``task``: same columns, label set and length spread."""
-    rng = random.Random(f"{task.name}-{seed}")
+def synthetic_rows(task: GlueTask, n: int, seed: int = 0, name: str = "") -> pd.DataFrame:
+    """Deterministic rows in the shape of ``task``: same columns, label set and length spread
+    (``name`` seeds them, the task's name by default)."""
+    rng = random.Random(f"{name or task.name}-{seed}")
 
     def sentence() -> str:
         return " ".join(rng.choice(SYNTHETIC_WORDS) for _ in range(rng.randint(3, 40)))

@@ -37,10 +37,43 @@ def idle_gap_share(spans: list[tuple[float, float]]) -> float | None:
 
 # Substrings of CUDA kernel names that show which path ran.
 KERNEL_SIGNS = {
-    "flash": ("flash", "fmha", "efficient_attention", "cudnn", "attention"),
     "int8": ("int8", "i8", "imma", "s8", "_int_mm", "igemm"),
     "fp8": ("e4m3", "e5m2", "fp8", "f8", "_scaled_mm", "qqtst"),
 }
+# Attention kernel families, by exact parts of their kernels' names, in the order tried: the
+# family that ran is the first whose sign is in a kernel's name ("math": a softmax kernel of
+# its own, the attention unfused).
+KERNEL_FAMILIES = {
+    "cuDNN": ("cudnn_generated",),
+    "flash": ("flash_fwd",),
+    "memory-efficient": ("fmha_cutlass", "memeffattention"),
+    "flex": ("flex_attention",),
+    "math": ("softmax",),
+}
+FAMILY_NAMES = {
+    "cuDNN": "cuDNN attention",
+    "flash": "FlashAttention",
+    "memory-efficient": "memory-efficient attention",
+    "flex": "FlexAttention",
+    "math": "unfused attention",
+}
+
+
+def attention_family(names) -> str | None:
+    """The attention kernel family among kernel ``names`` (None where none is seen)."""
+    lowered = [n.lower() for n in names]
+    for family, signs in KERNEL_FAMILIES.items():
+        if any(sign in name for name in lowered for sign in signs):
+            return family
+    return None
+
+
+def expected_family(technique: Technique) -> str | None:
+    """The family a technique's name promises: its padding-free kernel, or FlashAttention for
+    the ``flash`` attention (None: SDPA or eager, whatever runs is recorded)."""
+    if technique.packed:
+        return technique.attention_kernel
+    return "flash" if technique.fused_attention_only else None
 
 
 KERNEL_BATCHES = 16  # batches a cell's kernel record profiles at most
@@ -66,23 +99,40 @@ def kernel_record(
             spans.append((event.time_range.start, event.time_range.end))
     total = sum(times.values()) or 1.0
     top = sorted(times.items(), key=lambda kv: -kv[1])
-    names = " ".join(times).lower()
-    expected = []
-    if technique.fused_attention_only or technique.packed:
-        expected.append("flash")
-    if technique.quantize in ("int8_dynamic",):
-        expected.append("int8")
-    if technique.quantize == "fp8":
-        expected.append("fp8")
-    missing = [e for e in expected if not any(sign in names for sign in KERNEL_SIGNS[e])]
     return {
         "top": [{"name": n[:120], "share": round(t / total, 4)} for n, t in top[:12]],
         "idle_gap_share": idle_gap_share(spans),
         "busy_ms": round(busy_time(spans) / 1e3 / share, 4),  # profiler times are in µs
         "profiled_share": round(share, 4),
-        "expected": expected,
-        "found": {e: e not in missing for e in expected},
-        "fallback": f"no {', '.join(missing)} kernel ran" if missing else None,
+        **kernel_check(list(times), technique),
+    }
+
+
+def kernel_check(names: list[str], technique: Technique) -> dict:
+    """Whether the kernels a technique promises ran: its attention family exactly (a cell
+    named for FlashAttention that ran the memory-efficient kernel fails), int8 and FP8 matrix
+    products; the family that ran, and the fallback in words where one did not."""
+    lowered = " ".join(names).lower()
+    ran, promised = attention_family(names), expected_family(technique)
+    found, missing = {}, []
+    if promised:
+        found[f"{promised} attention"] = ran == promised
+        if ran != promised:
+            shown = FAMILY_NAMES.get(ran, "no attention kernel")
+            missing.append(f"{FAMILY_NAMES[promised]} did not run ({shown} did)")
+    for kind, wanted in (
+        ("int8", technique.quantize == "int8_dynamic"),
+        ("fp8", technique.quantize == "fp8"),
+    ):
+        if wanted:
+            found[kind] = any(sign in lowered for sign in KERNEL_SIGNS[kind])
+            if not found[kind]:
+                missing.append(f"no {kind} kernel ran")
+    return {
+        "attention_kernel": ran,
+        "expected": list(found),
+        "found": found,
+        "fallback": "; ".join(missing) or None,
     }
 
 

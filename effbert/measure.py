@@ -61,6 +61,21 @@ def latency_ms(forward, inputs: list[dict], device: torch.device, min_batches: i
     }
 
 
+class NonFiniteOutputs(RuntimeError):
+    """A cell whose model gave NaN or infinite outputs: its metric would be silently wrong."""
+
+
+def check_finite(logits: np.ndarray, cell: Cell) -> np.ndarray:
+    """``logits``, or ``NonFiniteOutputs`` naming how many are NaN or infinite."""
+    bad = int((~np.isfinite(logits)).sum())
+    if bad:
+        raise NonFiniteOutputs(
+            f"{bad} of {logits.size} outputs of {cell.technique.name} on {cell.task.name} are "
+            "NaN or infinite (an overflow in this precision?): its metric would be wrong"
+        )
+    return logits
+
+
 class CellRun:
     """One cell's model ready to measure: prepared, and run once over every batch shape
     (compilation and autotuning happen there, unmeasured). Windows are taken one at a time, so
@@ -185,6 +200,7 @@ class CellRun:
             check = params.kernel_check and device.type == "cuda"
             kernels = self.kernel_record() if check else {}
         logits, metric_source = self.predictions()
+        check_finite(logits, cell)
         scores, backend = metrics.compute(
             cell.task, logits, self.rows["label"].to_numpy(), params.metrics_backend
         )

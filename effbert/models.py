@@ -16,7 +16,7 @@ import torch
 from effbert import techniques
 from effbert.config import resolve_path
 from effbert.data import SYNTHETIC_WORDS, Batch
-from effbert.packed import packed_inputs
+from effbert.packed import document_masks, packed_inputs
 from effbert.tasks import GlueTask
 from effbert.techniques import Technique
 
@@ -101,6 +101,14 @@ def fingerprint(checkpoint: str, seed: int = 0) -> str:
         ) from err
 
 
+def weight_files(checkpoint: str) -> list[Path]:
+    """The weight files of a local checkpoint folder (none for a Hub id)."""
+    folder = resolve_path(checkpoint)
+    return (
+        [f for p in ("*.safetensors", "*.bin") for f in folder.glob(p)] if folder.is_dir() else []
+    )
+
+
 def locate(checkpoint: str) -> str:
     """A local folder (relative paths from the project root) if it exists, else a Hub id."""
     folder = resolve_path(checkpoint)
@@ -129,6 +137,13 @@ def load_classifier(checkpoint: str, task: GlueTask, attention: str = "eager", s
         raise ModelError(
             f"{task.name}: cannot load checkpoint {checkpoint!r} ({err}). Give a local folder "
             "in checkpoints, or fine-tune one with base_model and checkpoints_dir"
+        ) from err
+    except Exception as err:  # safetensors, JSON or config errors of damaged files
+        files = sorted(p.name for p in weight_files(checkpoint))
+        raise ModelError(
+            f"{task.name}: the checkpoint {checkpoint!r} is damaged: its weights "
+            f"({', '.join(files) or 'none found'}) or config.json cannot be read "
+            f"({type(err).__name__}: {err}). Copy or fine-tune it again"
         ) from err
     if model.config.num_labels != task.num_labels:
         raise ModelError(
@@ -247,7 +262,16 @@ class Prepared:
     def inputs(self, batch: Batch) -> dict:
         """A batch as this model takes it, on the device: padded tensors, or packed ones."""
         if self.technique.packed:
-            return packed_inputs(batch, self.device)
+            inputs = packed_inputs(batch, self.device)
+            # once per batch, outside the measured forward; on a CPU (no tiles to size, and
+            # inductor's CPU kernels mis-index masks made outside the graph) inside it
+            if self.technique.flex_block and self.device.type == "cuda":
+                cls_last = self.technique.shortcut == "cls_last"
+                n_tokens = inputs["input_ids"].shape[0]
+                inputs["block_masks"] = document_masks(
+                    inputs["cu_seqlens"], n_tokens, cls_last, self.technique.flex_block
+                )
+            return inputs
         if self.static_rows is not None:
             batch = fill_rows(batch, self.static_rows)
         if self.technique.quantize in ("int8_dynamic", "int8_weight"):

@@ -2,12 +2,15 @@
 
 The classifier below runs the checkpoint's own modules (embeddings, attention projections, layer
 norms, FFN, head, quantized or not) over tokens packed into one ``(tokens, dim)`` matrix;
-attention runs per sequence through flash attention's variable-length kernel
-(``torch.nn.attention.varlen``), or, with ``flex``, FlexAttention over all packed tokens
-with a block mask that keeps each token within its sequence (tiles shared by several short
-sequences instead of one mostly empty tile per sequence). With ``cls_last`` the last layer is
-computed for each sequence's first token only, the one token the classification head reads:
-the outputs are the same, with about a seventh of the matrix products less.
+attention runs per sequence through a variable-length kernel: FlashAttention's
+(``torch.nn.attention.varlen``, 128-row query tiles) or the memory-efficient one
+(``aten._efficient_attention_forward``, 64-row tiles, less of each tile wasted on a 26-token
+sentence); or FlexAttention over all packed tokens with a block mask that keeps each token
+within its sequence (tiles shared by several short sequences), the mask built in the forward or
+once per batch outside it (``document_masks``). With ``cls_last`` the last layer is computed
+for each sequence's first token only, the one token the classification head reads: the outputs
+are the same, with about a seventh of the matrix products less. With ``epilogue`` the FFN's
+bias and GELU run in its first matrix product's epilogue (``torch._addmm_activation``).
 """
 
 from __future__ import annotations
@@ -46,19 +49,57 @@ def packed_inputs(batch: Batch, device: torch.device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in packed.items()}
 
 
+def document_masks(cu_seqlens, n_tokens: int, cls_last: bool, block: int | None = None) -> dict:
+    """FlexAttention block masks of packed tokens: each attends within its own sequence; for
+    the last layer of ``cls_last`` (key True), sequence i's first token (query i) attends to
+    sequence i. ``block``: tile size (FlexAttention's default where None)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    n = cu_seqlens.shape[0] - 1
+    device = cu_seqlens.device
+    positions = torch.arange(n_tokens, device=device)
+    document = torch.searchsorted(cu_seqlens[1:].long(), positions, right=True)
+
+    def same_document(b, h, q_idx, kv_idx):
+        return document[q_idx] == document[kv_idx]
+
+    def own_document(b, h, q_idx, kv_idx):
+        return q_idx == document[kv_idx]
+
+    sizes = {} if block is None else {"BLOCK_SIZE": block}
+    full = create_block_mask(same_document, None, None, n_tokens, n_tokens, device, **sizes)
+    if not cls_last:
+        return {False: full}
+    first = create_block_mask(own_document, None, None, n, n_tokens, device, **sizes)
+    return {False: full, True: first}
+
+
 class PackedClassifier(torch.nn.Module):
-    """A ``DistilBertForSequenceClassification``'s modules run over packed sequences."""
+    """A ``DistilBertForSequenceClassification``'s modules run over packed sequences.
+
+    Args:
+        kernel: ``flash`` or ``memory-efficient`` (variable-length kernels), or ``flex``.
+        flex_block: FlexAttention's tile size where the block masks come with the inputs.
+    """
 
     def __init__(
-        self, classifier: torch.nn.Module, cls_last: bool = False, flex: bool = False
+        self,
+        classifier: torch.nn.Module,
+        cls_last: bool = False,
+        kernel: str = "flash",
+        flex_block: int | None = None,
+        epilogue: bool = False,
     ) -> None:
         super().__init__()
         self.classifier_model = classifier
-        self.cls_last, self.flex = cls_last, flex
+        self.cls_last, self.kernel, self.epilogue = cls_last, kernel, epilogue
+        self.flex, self.flex_block = kernel == "flex", flex_block
         config = classifier.config
         self.n_heads, self.head_dim = config.n_heads, config.dim // config.n_heads
 
-    def forward(self, input_ids, position_ids, cu_seqlens, max_len: int, lengths=None):
+    def forward(
+        self, input_ids, position_ids, cu_seqlens, max_len: int, lengths=None, block_masks=None
+    ):
         model = self.classifier_model
         bert = model.distilbert
         emb = bert.embeddings
@@ -67,38 +108,20 @@ class PackedClassifier(torch.nn.Module):
         )
         layers = bert.transformer.layer
         starts = cu_seqlens[:-1].long()
-        masks = self._document_masks(cu_seqlens, input_ids.shape[0]) if self.flex else None
+        masks = block_masks
+        if self.flex and masks is None:
+            masks = document_masks(cu_seqlens, input_ids.shape[0], self.cls_last)
         for i, layer in enumerate(layers):
             last = self.cls_last and i == len(layers) - 1
-            attend = (lambda q, k, v, m=masks[last]: _flex(q, k, v, m)) if self.flex else None
+            attend = None
+            if self.flex:
+                attend = lambda q, k, v, m=masks[last]: _flex(q, k, v, m, self.flex_block)  # noqa: E731
             hidden = self._block(
                 layer, hidden, cu_seqlens, max_len, lengths, starts if last else None, attend
             )
         pooled = hidden if self.cls_last else hidden[starts]
         pooled = torch.relu(model.pre_classifier(pooled))
         return model.classifier(pooled)
-
-    def _document_masks(self, cu_seqlens, n_tokens: int):
-        """Block masks of the packed tokens: each attends within its own sequence; for the
-        last layer of ``cls_last``, sequence i's first token (query i) attends to sequence i."""
-        from torch.nn.attention.flex_attention import create_block_mask
-
-        n = cu_seqlens.shape[0] - 1
-        positions = torch.arange(n_tokens, device=cu_seqlens.device)
-        document = torch.searchsorted(cu_seqlens[1:].long(), positions, right=True)
-
-        def same_document(b, h, q_idx, kv_idx):
-            return document[q_idx] == document[kv_idx]
-
-        def own_document(b, h, q_idx, kv_idx):
-            return q_idx == document[kv_idx]
-
-        device = cu_seqlens.device
-        full = create_block_mask(same_document, None, None, n_tokens, n_tokens, device=device)
-        if not self.cls_last:
-            return {False: full}
-        first = create_block_mask(own_document, None, None, n, n_tokens, device=device)
-        return {False: full, True: first}
 
     def _block(self, layer, hidden, cu_seqlens, max_len, lengths, query_rows, attend=None):
         attn = layer.attention
@@ -113,15 +136,36 @@ class PackedClassifier(torch.nn.Module):
             out = self._attend(q, k, v, cu_seqlens, max_len, lengths, query_rows is not None)
         hidden = layer.sa_layer_norm(attn.out_lin(out.reshape(q.shape[0], -1)) + residual)
         ffn = layer.ffn
-        return layer.output_layer_norm(ffn.lin2(ffn.activation(ffn.lin1(hidden))) + hidden)
+        if self.epilogue:  # bias and GELU in the GEMM's epilogue (tanh GELU in cuBLASLt)
+            inner = torch._addmm_activation(
+                ffn.lin1.bias, hidden, ffn.lin1.weight.t(), use_gelu=True
+            )
+        else:
+            inner = ffn.activation(ffn.lin1(hidden))
+        return layer.output_layer_norm(ffn.lin2(inner) + hidden)
 
     def _attend(self, q, k, v, cu_seqlens, max_len, lengths, one_query):
         n = cu_seqlens.shape[0] - 1
         cu_q = torch.arange(n + 1, dtype=torch.int32, device=q.device) if one_query else cu_seqlens
+        max_q = 1 if one_query else max_len
+        if q.is_cuda and self.kernel == "memory-efficient":
+            out = torch.ops.aten._efficient_attention_forward(
+                q.unsqueeze(0),
+                k.unsqueeze(0),
+                v.unsqueeze(0),
+                None,
+                cu_q,
+                cu_seqlens,
+                max_q,
+                max_len,
+                0.0,
+                0,
+            )[0]
+            return out.squeeze(0)
         if q.is_cuda:
             from torch.nn.attention.varlen import varlen_attn
 
-            return varlen_attn(q, k, v, cu_q, cu_seqlens, 1 if one_query else max_len, max_len)
+            return varlen_attn(q, k, v, cu_q, cu_seqlens, max_q, max_len)
         # CPU: the same attention one sequence at a time (varlen kernels are CUDA-only)
         outs, start = [], 0
         for i, length in enumerate(lengths):
@@ -135,10 +179,12 @@ class PackedClassifier(torch.nn.Module):
         return torch.cat(outs)
 
 
-def _flex(q, k, v, block_mask):
-    """FlexAttention over packed ``(tokens, heads, dim)`` inputs with a document block mask."""
+def _flex(q, k, v, block_mask, block: int | None = None):
+    """FlexAttention over packed ``(tokens, heads, dim)`` inputs with a document block mask;
+    ``block``: the kernel's query and key tiles (the mask's)."""
     from torch.nn.attention.flex_attention import flex_attention
 
     heads_first = [x.transpose(0, 1).unsqueeze(0).contiguous() for x in (q, k, v)]
-    out = flex_attention(*heads_first, block_mask=block_mask)
+    options = {"BLOCK_M": block, "BLOCK_N": block} if block and q.is_cuda else None
+    out = flex_attention(*heads_first, block_mask=block_mask, kernel_options=options)
     return out.squeeze(0).transpose(0, 1)

@@ -8,6 +8,8 @@ cells call it, so JupyterLab and papermill see the same settings.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -160,6 +162,13 @@ class Params:
     idle_s: float = _param(
         3.0, "seconds of idle power measurement per run (0: skip)", minimum=0, maximum=600
     )
+    cell_timeout_s: float = _param(
+        1800.0,
+        "a cell's step (prepare, warmup, a window, the passes after) that runs longer fails "
+        "the cell and ends the process: the device stopped answering (0: no limit)",
+        minimum=0,
+        maximum=86400,
+    )
     latency_batches: int = _param(
         50, "batches timed for latency percentiles", minimum=1, maximum=100_000
     )
@@ -170,7 +179,7 @@ class Params:
         "auto", "auto (evaluate where it loads), evaluate or sklearn", choices=METRICS_BACKENDS
     )
     metric_tolerance: float = _param(
-        0.02, "largest metric difference from fp32 the checks accept", minimum=0, maximum=1
+        0.02, "largest metric difference from fp32 the checks accept", minimum=0, maximum=2
     )
 
     base_model: str = _param(
@@ -285,3 +294,89 @@ def plan_points(params: Params, techniques: list[str], combinations: bool) -> li
             for c in p.combinations
         ]
     return [(t, bs, p.padding, p.tasks) for t in techniques for bs in p.batch_sizes]
+
+
+# -- checking values against the fields ----------------------------------------------
+
+
+def type_problem(key: str, value: Any, annotation: Any) -> str | None:
+    """Why ``value`` does not fit ``annotation`` (str, int, float, bool, list[T], dict[str, T])."""
+    origin = typing.get_origin(annotation)
+    shown = f"{value!r}" if len(repr(value)) < 80 else f"{repr(value)[:77]}..."
+    if origin is list:
+        if not isinstance(value, list):
+            return f"{key} should be a list, got {type(value).__name__} {shown}"
+        (item,) = typing.get_args(annotation)
+        for i, v in enumerate(value):
+            problem = type_problem(f"{key}[{i}]", v, item)
+            if problem:
+                return problem
+        return None
+    if origin is dict:
+        if not isinstance(value, dict):
+            return f"{key} should be a mapping, got {type(value).__name__} {shown}"
+        _, item = typing.get_args(annotation)
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return f"{key} keys should be names, got {k!r}"
+            problem = type_problem(f"{key}.{k}", v, item)
+            if problem:
+                return problem
+        return None
+    if annotation is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            return f"{key} is {value!r}: give a finite number"
+    elif annotation is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif annotation in (str, bool, dict, list):
+        ok = isinstance(value, annotation)
+    else:
+        ok = True
+    if ok:
+        return None
+    hint = ""
+    if annotation in (int, float) and isinstance(value, str):
+        try:
+            float(value)
+            hint = " (YAML reads 1e9 as text: write 1.0e+9, or the number in full)"
+        except ValueError:
+            pass
+    return f"{key} should be {type_name(annotation)}, got {type(value).__name__} {shown}{hint}"
+
+
+def value_problems(key: str, value: Any, metadata: dict) -> list[str]:
+    problems = []
+    items = value if isinstance(value, list) else [value]
+    if "choices" in metadata:
+        for v in items:
+            if v not in metadata["choices"]:
+                problems.append(
+                    f"{key} is {v!r}: choose one of {', '.join(metadata['choices'])}"
+                    + did_you_mean(v, metadata["choices"])
+                )
+    for bound, below in (("minimum", True), ("maximum", False)):
+        if bound in metadata:
+            limit = metadata[bound]
+            for v in items:
+                if (v < limit) if below else (v > limit):
+                    word = "at least" if below else "at most"
+                    problems.append(f"{key} is {v!r}: it must be {word} {limit}")
+    return problems
+
+
+def did_you_mean(value: Any, known) -> str:
+    close = difflib.get_close_matches(str(value), [str(k) for k in known], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def names_problems(key: str, names, known, what: str, extra: tuple[str, ...] = ()) -> list[str]:
+    problems = []
+    for name in names:
+        if name not in known and name not in extra:
+            choices = ", ".join([*known, *extra])
+            problems.append(
+                f"{key} names the unknown {what} {name!r}{did_you_mean(name, known)}: "
+                f"choose from {choices}"
+            )
+    return problems

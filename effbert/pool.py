@@ -185,7 +185,7 @@ def spawn(paths, profile: str, kind: str, slots, groups, spec_for, watched, kept
     started = time.perf_counter()
     workers: list[dict] = []
     try:
-        with _terminate_as_interrupt():
+        with terminate_as_interrupt():
             for index, (gpu, tasks) in enumerate(zip(slots, groups, strict=True)):
                 if tasks:
                     workers.append(
@@ -210,7 +210,7 @@ def spawn(paths, profile: str, kind: str, slots, groups, spec_for, watched, kept
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt():
+def terminate_as_interrupt():
     """SIGTERM (``kill``, ``timeout``) raises KeyboardInterrupt while workers run, so they are
     stopped too: they run in sessions of their own, which the signal does not reach."""
     if threading.current_thread() is not threading.main_thread():

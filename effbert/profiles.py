@@ -6,11 +6,8 @@ the key, the value and the fix, all problems of a profile at once.
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
 import re
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,16 @@ from effbert import config as cfg
 from effbert.config import ProfileError
 from effbert.data import PADDINGS
 from effbert.models import TINY_RANDOM
-from effbert.params import FINETUNE_FIELDS, PARAMS, Params, hints, type_name
+from effbert.params import (
+    FINETUNE_FIELDS,
+    PARAMS,
+    Params,
+    did_you_mean,
+    hints,
+    names_problems,
+    type_problem,
+    value_problems,
+)
 from effbert.tasks import TASKS
 from effbert.techniques import TECHNIQUES, padding_problem, parse, spelling_problem
 
@@ -30,92 +36,16 @@ PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 MAX_PROFILE_BYTES = 1_000_000
 
 
-def _type_problem(key: str, value: Any, annotation: Any) -> str | None:
-    """Why ``value`` does not fit ``annotation`` (str, int, float, bool, list[T], dict[str, T])."""
-    origin = typing.get_origin(annotation)
-    shown = f"{value!r}" if len(repr(value)) < 80 else f"{repr(value)[:77]}..."
-    if origin is list:
-        if not isinstance(value, list):
-            return f"{key} should be a list, got {type(value).__name__} {shown}"
-        (item,) = typing.get_args(annotation)
-        for i, v in enumerate(value):
-            problem = _type_problem(f"{key}[{i}]", v, item)
-            if problem:
-                return problem
-        return None
-    if origin is dict:
-        if not isinstance(value, dict):
-            return f"{key} should be a mapping, got {type(value).__name__} {shown}"
-        _, item = typing.get_args(annotation)
-        for k, v in value.items():
-            if not isinstance(k, str):
-                return f"{key} keys should be names, got {k!r}"
-            problem = _type_problem(f"{key}.{k}", v, item)
-            if problem:
-                return problem
-        return None
-    if annotation is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok and not math.isfinite(value):
-            return f"{key} is {value!r}: give a finite number"
-    elif annotation is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif annotation in (str, bool, dict, list):
-        ok = isinstance(value, annotation)
-    else:
-        ok = True
-    if ok:
-        return None
-    hint = ""
-    if annotation in (int, float) and isinstance(value, str):
-        try:
-            float(value)
-            hint = " (YAML reads 1e9 as text: write 1.0e+9, or the number in full)"
-        except ValueError:
-            pass
-    return f"{key} should be {type_name(annotation)}, got {type(value).__name__} {shown}{hint}"
-
-
-def _value_problems(key: str, value: Any, metadata: dict) -> list[str]:
-    problems = []
-    items = value if isinstance(value, list) else [value]
-    if "choices" in metadata:
-        for v in items:
-            if v not in metadata["choices"]:
-                problems.append(
-                    f"{key} is {v!r}: choose one of {', '.join(metadata['choices'])}"
-                    + _did_you_mean(v, metadata["choices"])
-                )
-    for bound, below in (("minimum", True), ("maximum", False)):
-        if bound in metadata:
-            limit = metadata[bound]
-            for v in items:
-                if (v < limit) if below else (v > limit):
-                    word = "at least" if below else "at most"
-                    problems.append(f"{key} is {v!r}: it must be {word} {limit}")
-    return problems
-
-
-def _did_you_mean(value: Any, known) -> str:
-    close = difflib.get_close_matches(str(value), [str(k) for k in known], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _names_problems(key: str, names, known, what: str, extra: tuple[str, ...] = ()) -> list[str]:
-    problems = []
-    for name in names:
-        if name not in known and name not in extra:
-            choices = ", ".join([*known, *extra])
-            problems.append(
-                f"{key} names the unknown {what} {name!r}{_did_you_mean(name, known)}: "
-                f"choose from {choices}"
-            )
-    return problems
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 def looks_like_path(spec: str) -> bool:
-    """A checkpoint spec meant as a folder (``/``, ``./``, ``~`` or an existing path)."""
-    return spec.startswith(("/", "./", "../", "~")) or cfg.resolve_path(spec).exists()
+    """A checkpoint spec meant as a folder: ``/``, ``./``, ``~``, an existing path, more than
+    one ``/``, or a first part that is a local folder (``models/base``); else a Hub id."""
+    if spec.startswith(("/", "./", "../", "~")) or cfg.resolve_path(spec).exists():
+        return True
+    first = spec.split("/")[0]
+    return not HUB_ID.fullmatch(spec) or (first != spec and cfg.resolve_path(first).is_dir())
 
 
 def _padding_problems(where: str, techniques: list[str], padding: str) -> list[str]:
@@ -167,13 +97,13 @@ def _key_problems(values: dict[str, Any]) -> list[str]:
     types = hints()
     for key, value in values.items():
         if key not in PARAMS:
-            problems.append(f"unknown key {key!r}{_did_you_mean(key, PARAMS)}")
+            problems.append(f"unknown key {key!r}{did_you_mean(key, PARAMS)}")
             continue
-        problem = _type_problem(key, value, types[key])
+        problem = type_problem(key, value, types[key])
         if problem:
             problems.append(problem)
             continue
-        problems += _value_problems(key, value, PARAMS[key].metadata)
+        problems += value_problems(key, value, PARAMS[key].metadata)
     return problems
 
 
@@ -188,7 +118,7 @@ def _name_problems(params: Params) -> list[str]:
     for key, names in (("tasks", params.tasks), ("techniques", params.techniques)):
         if not names:
             problems.append(f"{key} is empty: name at least one")
-    problems += _names_problems("tasks", params.tasks, list(TASKS), "task")
+    problems += names_problems("tasks", params.tasks, list(TASKS), "task")
     combined = [c.get("technique") for c in params.combinations]
     for key, names in (
         ("techniques", params.techniques),
@@ -200,7 +130,7 @@ def _name_problems(params: Params) -> list[str]:
             try:
                 technique = parse(name)
             except ValueError as err:
-                problems.append(f"{key}: {err}{_did_you_mean(name, TECHNIQUES)}")
+                problems.append(f"{key}: {err}{did_you_mean(name, TECHNIQUES)}")
                 continue
             problem = spelling_problem(name)
             if problem:
@@ -219,10 +149,10 @@ def _combination_problems(where: str, combination: dict, params: Params) -> list
             f"{where} is {combination!r}: give technique, and optionally batch_size, padding "
             "and tasks"
         ]
-    typed = [_type_problem(f"{where}.{k}", v, COMBINATION_KEYS[k]) for k, v in combination.items()]
+    typed = [type_problem(f"{where}.{k}", v, COMBINATION_KEYS[k]) for k, v in combination.items()]
     if any(typed):
         return [p for p in typed if p]
-    problems = _value_problems(
+    problems = value_problems(
         f"{where}.batch_size", combination.get("batch_size", 1), PARAMS["batch_sizes"].metadata
     )
     only = combination.get("tasks", params.tasks)
@@ -241,17 +171,17 @@ def _finetune_problems(params: Params) -> list[str]:
     model_tasks = sorted({t.model_task for t in TASKS.values()} | set(TASKS))
     problems = []
     for key in ("checkpoints", "label_maps"):
-        problems += _names_problems(key, getattr(params, key), model_tasks, "task")
-    problems += _names_problems("finetune", params.finetune, model_tasks, "task", ("default",))
+        problems += names_problems(key, getattr(params, key), model_tasks, "task")
+    problems += names_problems("finetune", params.finetune, model_tasks, "task", ("default",))
     for task, settings in params.finetune.items():
-        problems += _names_problems(
+        problems += names_problems(
             f"finetune.{task}", settings, list(FINETUNE_FIELDS), "FinetuneSettings field"
         )
         for name, value in settings.items():
             if name in FINETUNE_FIELDS:
                 annotation = FINETUNE_FIELDS[name].type
                 annotation = {"float": float, "int": int}.get(annotation, annotation)
-                problem = _type_problem(f"finetune.{task}.{name}", value, annotation)
+                problem = type_problem(f"finetune.{task}.{name}", value, annotation)
                 problems += [problem] if problem else []
     return problems
 
@@ -315,9 +245,12 @@ def _input_problems(params: Params) -> list[str]:
     specs = {"base_model": params.base_model, "model": params.model}
     specs.update({f"checkpoints.{k}": v for k, v in params.checkpoints.items()})
     for key, spec in specs.items():
-        if spec and spec != TINY_RANDOM and spec.startswith(("/", "./", "../", "~")):
+        if spec and spec != TINY_RANDOM and looks_like_path(spec):
             if not cfg.resolve_path(spec).is_dir():
-                problems.append(f"{key} {spec!r} does not exist (or is no folder)")
+                problems.append(
+                    f"{key} {spec!r} is a folder that does not exist "
+                    f"({cfg.resolve_path(spec)}): fix the path, or give a Hub id"
+                )
     return problems
 
 

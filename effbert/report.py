@@ -36,11 +36,13 @@ pre{white-space:pre-wrap;background:#fafafa;padding:.5rem;border:1px solid #eee}
 def profile_summary(reports_dir: str | Path, profile: str) -> pd.DataFrame | None:
     """The per-cell summary of a profile's records, or None where nothing was measured."""
     paths = cfg.reports_paths(reports_dir)
-    if not (paths["results"] / results.RESULTS_CSV).exists():
+    if not (paths["results"] / results.RESULTS_CSV).exists() and not paths["cells"].is_dir():
         return None
-    trials = results.read_results(paths["results"])
-    trials = trials[trials["profile"] == profile]
-    summary = summarize(trials)
+    try:
+        trials = results.read_results(paths["results"])
+    except FileNotFoundError:
+        return None  # a cells folder with no record yet
+    summary = summarize(trials[trials["profile"] == profile])
     return None if summary.empty else summary
 
 
@@ -48,17 +50,27 @@ def _table(frame: pd.DataFrame, index: bool = True) -> str:
     return f'<div class="scroll">{frame.to_html(index=index, border=0, na_rep="")}</div>'
 
 
+def _readable_summary(root: Path, profile: str) -> tuple[pd.DataFrame | None, str]:
+    """``profile_summary``, or None and why the records cannot be read (a damaged record)."""
+    try:
+        return profile_summary(root, profile), ""
+    except (results.StoreError, ValueError) as err:
+        return None, f"The records cannot be read: {err}"
+
+
 def write_index(root: Path, runs, profile: str, baseline: str = "fp32") -> Path:
     """The landing page: headline table and figures, provenance, then each notebook's status."""
     root = Path(root)
-    summary = profile_summary(root, profile)
+    summary, problem = _readable_summary(root, profile)
     parts = [
         f"<h1>effbert · profile {html.escape(profile)}</h1>",
         '<p class="sub">Which inference techniques make DistilBERT cheaper in energy on GLUE, and '
         f"at what cost in accuracy. Page written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC."
         "</p>",
     ]
-    if summary is None:
+    if problem:
+        parts.append(f'<p class="failed">{html.escape(problem)}</p>')
+    elif summary is None:
         parts.append("<p>No measured cell yet: the measurement notebooks have not finished.</p>")
     else:
         head = tables.headline(summary, baseline)
@@ -106,8 +118,8 @@ def write_index(root: Path, runs, profile: str, baseline: str = "fp32") -> Path:
 
 def closing_summary(root: Path, runs, profile: str, baseline: str = "fp32") -> str:
     """What the terminal shows after a run: headline, failed notebooks, where the report is."""
-    lines = []
-    summary = profile_summary(root, profile)
+    summary, problem = _readable_summary(Path(root), profile)
+    lines = [problem] if problem else []
     if summary is not None:
         head = tables.headline(summary, baseline)
         lines += [f"{head.columns.name}, per sample:", head.to_string(), ""]
@@ -134,6 +146,11 @@ def summary_table(
         raise FileNotFoundError(
             f"no measured cell of profile {profile!r} in {reports_dir}: run "
             f"`python -m effbert run --profile {profile} --reports-dir {reports_dir}` first"
+        )
+    if task is not None and task not in set(summary["task"]):
+        raise FileNotFoundError(
+            f"no measured cell of task {task!r} in profile {profile!r}: its tasks are "
+            + ", ".join(sorted(set(summary["task"])))
         )
     if fmt == "csv":
         return tables.comparison_of(summary, task).to_csv(index=False)

@@ -25,6 +25,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
+from effbert.kernels import attention_family
 from effbert.schema import (
     CELL_COLUMNS,
     IDENTITY_COLUMNS,
@@ -208,6 +209,14 @@ def superseded(cells: list[dict[str, Any]]) -> set[str]:
     return {c["cell_id"] for c in cells} - current
 
 
+def _attention_kernel(kernels: dict) -> str | None:
+    """The attention family a cell ran: recorded, or read from its top kernels (records made
+    before the family was kept)."""
+    if "attention_kernel" in kernels:
+        return kernels["attention_kernel"]
+    return attention_family([k["name"] for k in kernels.get("top", [])])
+
+
 def trial_rows(cells: list[dict[str, Any]]) -> pd.DataFrame:
     """One tidy row per (cell, trial); a skipped cell is one row with status ``skipped``;
     records replaced by a newer one of the same configuration are marked ``superseded``."""
@@ -248,6 +257,7 @@ def trial_rows(cells: list[dict[str, Any]]) -> pd.DataFrame:
             "peak_memory_mb": cell.get("peak_memory_mb"),
             "pad_tokens": cell.get("pad_tokens"),
             "fallback": cell.get("fallback"),
+            "attention_kernel": _attention_kernel(cell.get("kernels") or {}),
             "worker_gpu": (cell.get("worker") or {}).get("cuda_visible_devices"),
             "kernels_checked": bool((cell.get("kernels") or {}).get("top")),
             "cell_id": cell["cell_id"],

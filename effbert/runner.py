@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from effbert import config as cfg
-from effbert import pool, profiles, report, results, runs
+from effbert import folders, pool, profiles, report, results, runs
 from effbert.models import TINY_RANDOM
 from effbert.params import Params
 
@@ -75,7 +75,10 @@ def check_can_run(params: Params) -> None:
         if not torch.cuda.is_available():
             missing.append("a CUDA GPU (device: cuda; torch sees none)")
     if uses_hub(params) and not hub_reachable():
-        missing.append("the Hugging Face Hub (huggingface.co is unreachable or HF_HUB_OFFLINE=1)")
+        missing.append(
+            "the Hugging Face Hub (unreachable, or HF_HUB_OFFLINE=1) for "
+            + ", ".join(hub_uses(params))
+        )
     if missing:
         raise cfg.ProfileError(
             f"profile {params.profile!r} cannot run here: it needs {' and '.join(missing)}. "
@@ -84,14 +87,22 @@ def check_can_run(params: Params) -> None:
         )
 
 
+def hub_uses(params: Params) -> list[str]:
+    """What the profile would take from the Hub: its data, or each checkpoint or base model
+    that is no local folder (so a Hub id; a relative path whose folder is missing reads as
+    one, so its missing folder is named too)."""
+    uses = ["data_source: hub"] if params.data_source == "hub" else []
+    specs = {f"checkpoints.{k}": v for k, v in params.checkpoints.items()}
+    specs.update(base_model=params.base_model, model=params.model)
+    for key, spec in specs.items():
+        if spec and spec != TINY_RANDOM and not profiles.looks_like_path(spec):
+            uses.append(f"{key} {spec!r} (no folder {cfg.resolve_path(spec)} here either)")
+    return uses
+
+
 def uses_hub(params: Params) -> bool:
     """Hub data, or a checkpoint or base model that is no local folder (so a Hub id)."""
-    if params.data_source == "hub":
-        return True
-    specs = [*params.checkpoints.values(), params.base_model, params.model]
-    return any(
-        spec and spec != TINY_RANDOM and not profiles.looks_like_path(spec) for spec in specs
-    )
+    return bool(hub_uses(params))
 
 
 def hub_reachable(timeout_s: float = 3.0) -> bool:
@@ -164,17 +175,41 @@ def run_profile(
     """Validate the profile, then execute the notebooks in order and write ``index.html``.
 
     A failing notebook does not stop the later ones (each reads what is on disk); the runs
-    say which failed and where.
+    say which failed and where. One run at a time writes a reports folder (its lock), and a
+    published one only with ``force``. The index is written however the run ends.
 
     Raises:
-        ProfileError: a bad profile, before any notebook runs.
-        RunInterrupted: Ctrl-C; the index is written and every finished cell is kept.
+        ProfileError: a bad profile or ``only``, before any notebook runs.
+        FolderRefused: the reports folder is in use by another run, or published.
+        RunInterrupted: Ctrl-C or SIGTERM; the index is written and every finished cell kept.
     """
     machine = not analysis_only(only)
     params, declared = validated_profile(profile_name, notebooks_dir, machine, shard)
     paths = list(declared)
+    selected = _selected(paths, only)
     out = cfg.reports_paths(reports_dir)
-    selected = [p for p in paths if not only or any(p.stem.startswith(o) for o in only)]
+    folders.refuse_published(out["root"], force)
+    holder = {"profile": params.profile, "shard": shard, "only": only or "all"}
+    with folders.locked(out["root"], holder), pool.terminate_as_interrupt():
+        return _run_locked(params, profile_name, paths, selected, declared, out, force, shard)
+
+
+def _selected(paths: list[Path], only: list[str] | None) -> list[Path]:
+    """The notebooks ``only`` names by stem or prefix (all without it).
+
+    Raises:
+        ProfileError: a value that names no notebook.
+    """
+    unknown = [o for o in only or [] if not any(p.stem.startswith(o) for p in paths)]
+    if unknown:
+        raise cfg.ProfileError(
+            f"--only {' '.join(unknown)} names no notebook: choose from "
+            + ", ".join(p.stem for p in paths)
+        )
+    return [p for p in paths if not only or any(p.stem.startswith(o) for o in only)]
+
+
+def _run_locked(params, profile_name, paths, selected, declared, out, force, shard):
     notebook_runs = [earlier_run(out["executed"], p.stem) for p in paths]
     given = {
         "profile": profile_argument(profile_name),
@@ -182,39 +217,52 @@ def run_profile(
         "force": force,
         "shard": shard,
     }
-    started, since = time.perf_counter(), time.time()
+    started, before = time.perf_counter(), _measured_cells(out, params.profile)
     walls: dict[str, float] = {}
     interrupted = False
-    for number, (path, run) in enumerate(zip(paths, notebook_runs, strict=True), start=1):
-        if path not in selected:
-            continue
-        injected = {k: v for k, v in given.items() if k in declared[path]}
-        start = time.perf_counter()
-        try:
-            run.status, run.message = _execute(path, injected, out)
-        except KeyboardInterrupt:
-            run.status, run.message = "interrupted", "stopped by Ctrl-C"
-            interrupted = True
-        walls[path.stem] = elapsed_s = time.perf_counter() - start
-        if interrupted:
-            print(f"[{number}/{len(paths)}] {path.stem}: interrupted")
-            break
-        print(f"[{number}/{len(paths)}] {path.stem}: {run.status} ({elapsed_s:.0f} s)", flush=True)
-    if not analysis_only(only):  # analysis alone reads records: no GPU time to account for
-        _record_run(params, out, notebook_runs, walls, time.perf_counter() - started, since)
-    report.write_index(out["root"], notebook_runs, params.profile, params.baseline_technique)
+    try:
+        for number, (path, run) in enumerate(zip(paths, notebook_runs, strict=True), start=1):
+            if path not in selected:
+                continue
+            injected = {k: v for k, v in given.items() if k in declared[path]}
+            start = time.perf_counter()
+            try:
+                run.status, run.message = _execute(path, injected, out)
+            except KeyboardInterrupt:
+                run.status, run.message = "interrupted", "stopped by Ctrl-C or SIGTERM"
+                interrupted = True
+            walls[path.stem] = elapsed_s = time.perf_counter() - start
+            print(f"[{number}/{len(paths)}] {path.stem}: {run.status} ({elapsed_s:.0f} s)")
+            if interrupted:
+                break
+    finally:
+        if any(p.stem[:1] != ANALYSIS_PREFIX for p in selected):  # analysis alone: no GPU time
+            measured = len(_measured_cells(out, params.profile) - before)
+            _record_run(params, out, notebook_runs, walls, time.perf_counter() - started, measured)
+        report.write_index(out["root"], notebook_runs, params.profile, params.baseline_technique)
     if interrupted:
         raise RunInterrupted(_resume_hint(params, out, profile_name))
-    print(
-        report.closing_summary(
-            out["root"], notebook_runs, params.profile, params.baseline_technique
-        )
-    )
+    baseline = params.baseline_technique
+    print(report.closing_summary(out["root"], notebook_runs, params.profile, baseline))
     return notebook_runs
 
 
+def _measured_cells(out: dict[str, Path], profile: str) -> set[tuple[str, str]]:
+    """(file, measured_at) of the profile's measured or failed cells: a run measured those
+    whose pair is new at its end (read from the records, whatever the clock did)."""
+    cells = set()
+    for path in sorted((out["cells"] / profile).glob("*.json")):
+        try:
+            record = results.read_cell(path)
+        except results.StoreError:
+            continue  # a damaged record: the results tables report it
+        if record.get("status") in ("ok", "failed"):
+            cells.add((path.name, str(record.get("measured_at"))))
+    return cells
+
+
 def _record_run(
-    params, out, notebook_runs, walls: dict[str, float], wall_s: float, since: float
+    params, out, notebook_runs, walls: dict[str, float], wall_s: float, measured: int
 ) -> None:
     """The run's record (``runs.write_run``, kind ``reproduce``): the GPUs it had, each
     notebook's wall time and how many cells it measured, for the GPU time a study takes."""
@@ -223,25 +271,15 @@ def _record_run(
         device_name = torch.cuda.get_device_name(0)
     else:
         device_name = "cpu"
-    cells = out["cells"] / params.profile
-    changed = [p for p in cells.glob("*.json") if p.stat().st_mtime >= since]
-    measured = [p for p in changed if _status(p) in ("ok", "failed")]  # not re-saved skips
     notebooks = [
         {"stem": r.stem, "status": r.status, "wall_s": round(walls[r.stem], 1)}
         for r in notebook_runs
         if r.stem in walls
     ]
-    extra = {"gpus": len(gpus), "device_name": device_name, "cells_measured": len(measured)}
+    extra = {"gpus": len(gpus), "device_name": device_name, "cells_measured": measured}
     runs.write_run(
         out["results"], params.profile, "reproduce", wall_s, [], notebooks=notebooks, **extra
     )
-
-
-def _status(cell_path: Path) -> str | None:
-    try:
-        return results.read_cell(cell_path).get("status")
-    except results.StoreError:
-        return None  # a damaged record: the results tables report it
 
 
 def _resume_hint(params: Params, out: dict[str, Path], profile_name: str) -> str:
@@ -289,6 +327,10 @@ def _kernel_manager(log_path: Path):
         async def start_kernel(self, **kwargs):
             log_path.parent.mkdir(parents=True, exist_ok=True)
             kwargs.setdefault("stderr", open(log_path, "a"))  # noqa: SIM115 (the kernel's)
+            # the kernel imports effbert from this checkout, not another one the
+            # environment was installed from
+            path = os.pathsep.join(filter(None, [str(cfg.PROJ_ROOT), os.environ.get("PYTHONPATH")]))
+            kwargs["env"] = {**os.environ, **kwargs.get("env", {}), "PYTHONPATH": path}
             return await super()._async_start_kernel(**kwargs)
 
     return LoggedKernelManager
@@ -317,6 +359,16 @@ def _execute(path: Path, parameters: dict[str, Any], out: dict[str, Path]) -> tu
         message = f"cell {err.cell_index} (In [{err.exec_count}]): {err.ename}: {err.evalue}"
     except OSError as err:
         return "failed", _write_failure(err, executed)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:  # the kernel died (out of memory, killed) or timed out
+        status = "failed"
+        message = (
+            f"the notebook's kernel stopped ({type(err).__name__}: {err}); its log: "
+            f"{cfg.project_relative(out['logs'] / 'kernels.log')}"
+        )
+    if not executed.exists():
+        return status, message
     try:
         to_html(executed, out["root"] / f"{path.stem}.html")
     except OSError as err:

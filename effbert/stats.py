@@ -49,6 +49,7 @@ def summarize(trials: pd.DataFrame) -> pd.DataFrame:
             cv_flag=first["cv_flag"],
             legacy=bool(first["legacy"]) if pd.notna(first["legacy"]) else True,
             fallback=first["fallback"],
+            attention_kernel=first["attention_kernel"],
             device_name=first.get("device_name"),
         )
         for column in SUMMARY_MEASURES:

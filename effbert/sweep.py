@@ -15,6 +15,7 @@ import math
 import os
 import random
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -37,6 +38,7 @@ class Sweep:
 
     def __init__(self, plan: Plan, force: bool = False) -> None:
         self.plan, self.params, self.force = plan, plan.params, force
+        self.abort = os._exit  # a hung device cannot be stopped from Python: end the process
         self.paths = plan.paths
         self._meter = None
         self._idle_power_w = None
@@ -183,7 +185,13 @@ class Sweep:
 
     def _guarded(self, cell: Cell, step: Callable):
         """``step()``, or the cell's saved ``failed`` record where the technique broke; wrong
-        inputs (data, checkpoint, settings) stop the run."""
+        inputs (data, checkpoint, settings) stop the run. A step that outlasts
+        ``cell_timeout_s`` saves the cell ``failed`` and ends the process (``abort``)."""
+        timeout_s = self.params.cell_timeout_s
+        watchdog = threading.Timer(timeout_s, self._timed_out, (cell, timeout_s))
+        watchdog.daemon = True
+        if timeout_s:
+            watchdog.start()
         try:
             return step()
         except (data.DataError, models.ModelError, ValueError):
@@ -192,6 +200,17 @@ class Sweep:
             logger.exception("%s %s failed", cell.task.name, cell.technique.name)
             reason = f"{type(err).__name__}: {err}"
             return self._save(cell.config, status="failed", reason=reason)
+        finally:
+            watchdog.cancel()
+
+    def _timed_out(self, cell: Cell, timeout_s: float) -> None:
+        reason = (
+            f"no answer from the device in {timeout_s:.0f} s (cell_timeout_s): it hung, so this "
+            "process ended; check the GPU (nvidia-smi) and run again"
+        )
+        self._save(cell.config, status="failed", reason=reason)
+        print(f"{cell.task.name} {cell.technique.name}: {reason}", file=sys.stderr, flush=True)
+        self.abort(3)
 
     def _skip_reason(self, cell: Cell) -> str | None:
         reason = unsupported_reason(cell.technique, self.plan.torch_device)

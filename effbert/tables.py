@@ -3,6 +3,7 @@ headline, the claims and findings as Markdown, provenance, numbers narrowed to f
 
 from __future__ import annotations
 
+import html
 import math
 
 import pandas as pd
@@ -110,15 +111,23 @@ def with_intervals(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     return pd.DataFrame(out, index=summary.index)
 
 
+def text(value) -> str:
+    """A string from records, profiles or data, safe inside Markdown that becomes HTML: markup
+    escaped (a task named ``<img onerror=...>`` shows as text), pipes kept inside their cell."""
+    return html.escape(str(value), quote=False).replace("|", "\\|")
+
+
 def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
-    """A pipe table for the README (no extra dependency)."""
+    """A pipe table for the README and the notebooks' Markdown, every cell escaped (``text``);
+    ``**bold**`` and numbers pass as they are."""
 
     def cell(value) -> str:
         if isinstance(value, float):
             return "" if math.isnan(value) else f"{value:.{digits}g}"
-        return str(value)
+        return text(value)
 
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    columns = [text(c) for c in table.columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(False)]
     return "\n".join(lines)
 
@@ -149,8 +158,8 @@ def findings(summary: pd.DataFrame, baseline: str = "fp32") -> str:
     )
     ids = summary.set_index(["task", "technique", "batch_size"])["cell_id"]
     lines = [
-        f"At batch size {table['batch_size'].iloc[0]}, padding {table['padding'].iloc[0]} (the "
-        f"setting with the most techniques), {what} relative to {baseline} "
+        f"At batch size {table['batch_size'].iloc[0]}, padding {text(table['padding'].iloc[0])} "
+        f"(the setting with the most techniques), {what} relative to {text(baseline)} "
         f"(mean over trials, 95% interval), and the largest change of a task metric:",
         "",
     ]
@@ -163,7 +172,7 @@ def findings(summary: pd.DataFrame, baseline: str = "fp32") -> str:
 
         def shown(row):
             interval = f" ± {row[half]:.2f}" if half and pd.notna(row[half]) else ""
-            return f"{row[ratio]:.2f}×{interval} ({row['task']})"
+            return f"{row[ratio]:.2f}×{interval} ({text(row['task'])})"
 
         change = rows.loc[rows["metric_change"].abs().idxmax()]
         cells = ", ".join(
@@ -175,11 +184,12 @@ def findings(summary: pd.DataFrame, baseline: str = "fp32") -> str:
         verdict = [f"{n} {w}" for n, w in ((below, words[0]), (above, words[1])) if n]
         unresolved = len(rows) - below - above
         if unresolved:
-            verdict.append(f"{unresolved} not separable from {baseline}")
+            verdict.append(f"{unresolved} not separable from {text(baseline)}")
         lines.append(
-            f"- **{technique}**: {shown(low)} to {shown(high)} over {len(rows)} tasks "
+            f"- **{text(technique)}**: {shown(low)} to {shown(high)} over {len(rows)} tasks "
             f"({', '.join(verdict)}); largest metric change "
-            f"{signed_change(change['metric_change'])} {change['metric']} on {change['task']}. "
+            f"{signed_change(change['metric_change'])} {text(change['metric'])} on "
+            f"{text(change['task'])}. "
             f"Cells: {cells}."
         )
     noisy = int(summary["cv_flag"].fillna(False).astype(bool).sum())
@@ -247,7 +257,8 @@ def claims_markdown(summary: pd.DataFrame, metric_tolerance: float = 0.005) -> s
             }
         )
     intro = (
-        f"The earlier study's claims at its setting ({'; '.join(settings)}): energy per sample "
+        f"The earlier study's claims at its setting ({text('; '.join(settings))}): energy per "
+        "sample "
         "of the first technique over the second's (mean over trials, 95% interval; claim 4 "
         "against the cheapest other preset of each task). A claim holds where the interval lies "
         "on its side of 1 (for Flash Attention, with the task metric at most "

@@ -22,6 +22,8 @@ class GlueTask:
         text_columns: the text columns on the Hub.
         label_names: label names in GLUE order; empty for regression.
         metrics: official metrics, the first is the primary one.
+        names_without_header: the column names of header-less local files.
+        id_columns: the local file's columns that name a row (none: rows have no id).
     """
 
     name: str
@@ -36,6 +38,7 @@ class GlueTask:
     label_names: tuple[str, ...]
     metrics: tuple[str, ...]
     names_without_header: tuple[str, ...] = ()
+    id_columns: tuple[str, ...] = ()
 
     @property
     def is_regression(self) -> bool:
@@ -98,6 +101,7 @@ TASKS: dict[str, GlueTask] = {
             ("sentence1", "sentence2"),
             ("not_equivalent", "equivalent"),
             ("f1", "accuracy"),
+            id_columns=("#1 ID", "#2 ID"),
         ),
         GlueTask(
             "qqp",
@@ -111,6 +115,7 @@ TASKS: dict[str, GlueTask] = {
             ("question1", "question2"),
             ("not_duplicate", "duplicate"),
             ("f1", "accuracy"),
+            id_columns=("id",),
         ),
         GlueTask(
             "stsb",
@@ -124,6 +129,7 @@ TASKS: dict[str, GlueTask] = {
             ("sentence1", "sentence2"),
             (),
             ("pearson", "spearmanr"),
+            id_columns=("index",),
         ),
         GlueTask(
             "mnli_m",
@@ -137,6 +143,7 @@ TASKS: dict[str, GlueTask] = {
             ("premise", "hypothesis"),
             ("entailment", "neutral", "contradiction"),
             ("accuracy",),
+            id_columns=("index",),
         ),
         GlueTask(
             "mnli_mm",
@@ -150,6 +157,7 @@ TASKS: dict[str, GlueTask] = {
             ("premise", "hypothesis"),
             ("entailment", "neutral", "contradiction"),
             ("accuracy",),
+            id_columns=("index",),
         ),
         GlueTask(
             "qnli",
@@ -163,6 +171,7 @@ TASKS: dict[str, GlueTask] = {
             ("question", "sentence"),
             _NLI,
             ("accuracy",),
+            id_columns=("index",),
         ),
         GlueTask(
             "rte",
@@ -176,6 +185,7 @@ TASKS: dict[str, GlueTask] = {
             ("sentence1", "sentence2"),
             _NLI,
             ("accuracy",),
+            id_columns=("index",),
         ),
         GlueTask(
             "wnli",
@@ -189,6 +199,7 @@ TASKS: dict[str, GlueTask] = {
             ("sentence1", "sentence2"),
             ("not_entailment", "entailment"),
             ("accuracy",),
+            id_columns=("index",),
         ),
     ]
 }

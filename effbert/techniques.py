@@ -42,8 +42,14 @@ ATTENTIONS: dict[str, dict] = {
     "eager": {},
     "sdpa": {"attention": "sdpa"},
     "flash": {"attention": "sdpa", "fused_attention_only": True},
-    "varlen": {"attention": "sdpa", "packed": True},
-    "flex": {"attention": "sdpa", "packed": True, "flex": True},
+    # padding-free: packed tokens, attention per sequence through a variable-length kernel
+    "varlen": {"attention": "sdpa", "packed": True, "kernel": "flash"},
+    "varlen_mem": {"attention": "sdpa", "packed": True, "kernel": "memory-efficient"},
+    # FlexAttention over all packed tokens with a document block mask: built in the forward
+    # (flex), or once per batch outside it with tiles of 32 or 64 tokens (flex32, flex64)
+    "flex": {"attention": "sdpa", "packed": True, "flex": True, "kernel": "flex"},
+    "flex32": {"attention": "sdpa", "packed": True, "flex": True, "kernel": "flex", "block": 32},
+    "flex64": {"attention": "sdpa", "packed": True, "flex": True, "kernel": "flex", "block": 64},
     # transformers' own flash-attention paths, where their packages are installed
     "fa2": {"attention": "flash_attention_2", "needs_cuda": True, "package": "flash_attn"},
     "fa3": {
@@ -52,8 +58,6 @@ ATTENTIONS: dict[str, dict] = {
         "package": "flash_attn_interface",
     },
 }
-
-
 EXECUTIONS = ("eager", "compile", "compile_max", "graphs", "pipeline")
 
 
@@ -61,6 +65,7 @@ COMPILED_EXECUTIONS = ("compile", "compile_max", "graphs")
 
 
 SHORTCUTS = ("none", "cls_last")
+FUSIONS = ("none", "epilogue")
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,10 @@ class Technique:
             transformers ``text-classification`` pipeline, raw text in and labels out: what a
             user writes).
         shortcut: ``none``, or ``cls_last``: the last layer computed for the first token only,
-            the one the classifier reads (exact; needs ``varlen`` attention).
+            the one the classifier reads (exact; needs padding-free attention).
+        fusion: ``none``, or ``epilogue``: the FFN's bias and GELU applied in its first
+            matrix product's epilogue (cuBLASLt; GELU's tanh form on a GPU), not as kernels of
+            their own (needs padding-free attention and float weights).
     """
 
     name: str
@@ -87,6 +95,7 @@ class Technique:
     attention: str = "eager"
     execution: str = "eager"
     shortcut: str = "none"
+    fusion: str = "none"
 
     def _axis(self, key: str, default=None):
         return {**PRECISIONS[self.precision], **ATTENTIONS[self.attention]}.get(key, default)
@@ -126,6 +135,18 @@ class Technique:
         return self._axis("flex", False)
 
     @property
+    def flex_block(self) -> int | None:
+        """Tile size of a FlexAttention whose block masks are built once per batch, outside
+        the forward (None: built inside it, default tiles)."""
+        return self._axis("block")
+
+    @property
+    def attention_kernel(self) -> str | None:
+        """The kernel family a padding-free attention must run (``kernels.KERNEL_FAMILIES``),
+        None for padded attention (SDPA picks, the record says what it picked)."""
+        return self._axis("kernel")
+
+    @property
     def compiled(self) -> bool:
         return self.execution in COMPILED_EXECUTIONS
 
@@ -144,6 +165,7 @@ class Technique:
             "attention": self.attention,
             "execution": self.execution,
             "shortcut": self.shortcut,
+            "fusion": self.fusion,
         }
 
 
@@ -177,6 +199,7 @@ def parse(name: str) -> Technique:
         ("attention", ATTENTIONS),
         ("execution", EXECUTIONS),
         ("shortcut", SHORTCUTS),
+        ("fusion", FUSIONS),
     )
     for token in name.split("+"):
         axis = next(
@@ -187,8 +210,8 @@ def parse(name: str) -> Technique:
             raise ValueError(
                 f"unknown technique {name!r}: choose a preset ({', '.join(TECHNIQUES)}) or join "
                 f"one precision ({', '.join(PRECISIONS)}), attention ({', '.join(ATTENTIONS)}), "
-                f"execution ({', '.join(EXECUTIONS)}) and optionally cls_last with '+', e.g. "
-                "fp16+flash+compile or bf16+varlen+compile+cls_last"
+                f"execution ({', '.join(EXECUTIONS)}) and optionally cls_last and epilogue with "
+                "'+', e.g. fp16+flash+compile or bf16+varlen_mem+graphs+cls_last+epilogue"
             )
         axes[axis] = token
     full = (
@@ -196,19 +219,26 @@ def parse(name: str) -> Technique:
         axes.get("attention", "eager"),
         axes.get("execution", "eager"),
     )
-    shortcut = axes.get("shortcut", "none")
-    if shortcut == "cls_last" and not ATTENTIONS[full[1]].get("packed"):
+    shortcut, fusion = axes.get("shortcut", "none"), axes.get("fusion", "none")
+    for token in (shortcut, fusion):
+        if token != "none" and not ATTENTIONS[full[1]].get("packed"):
+            raise ValueError(
+                f"technique {name!r}: {token} runs on packed sequences; add varlen, varlen_mem "
+                "or flex attention"
+            )
+    if fusion == "epilogue" and PRECISIONS[full[0]].get("quantize"):
         raise ValueError(
-            f"technique {name!r}: cls_last runs on packed sequences; add varlen or flex attention"
+            f"technique {name!r}: the epilogue fuses GELU into a float matrix product; "
+            f"{full[0]}'s are quantized"
         )
-    if full[1] == "flex" and full[2] not in COMPILED_EXECUTIONS:
+    if ATTENTIONS[full[1]].get("flex") and full[2] not in COMPILED_EXECUTIONS:
         raise ValueError(
             f"technique {name!r}: flex attention runs compiled; add compile, compile_max or graphs"
         )
     preset = next((p for p, a in PRESETS.items() if a == full), None)
-    if preset and shortcut == "none":
+    if preset and shortcut == "none" and fusion == "none":
         return TECHNIQUES[preset]
-    return Technique(name, *full, shortcut)
+    return Technique(name, *full, shortcut, fusion)
 
 
 def spelling_problem(name: str) -> str | None:
@@ -223,11 +253,14 @@ def spelling_problem(name: str) -> str | None:
     if "eager" in tokens:
         plain = "+".join(t for t in tokens if t != "eager")
         return f"{name!r}: write {plain!r} (eager is the default attention and execution)"
-    groups = (PRECISIONS, ATTENTIONS, EXECUTIONS, SHORTCUTS)
+    groups = (PRECISIONS, ATTENTIONS, EXECUTIONS, SHORTCUTS, FUSIONS)
     rank = [next(i for i, g in enumerate(groups) if t in g) for t in tokens]
     if rank != sorted(rank):
         ordered = "+".join(t for _, t in sorted(zip(rank, tokens, strict=True)))
-        return f"{name!r}: write {ordered!r} (axes in the order precision, attention, execution)"
+        return (
+            f"{name!r}: write {ordered!r} (axes in the order precision, attention, execution, "
+            "shortcut, fusion)"
+        )
     return None
 
 
@@ -301,7 +334,13 @@ def apply_attention(model: torch.nn.Module, technique: Technique) -> torch.nn.Mo
     runs the model's modules over packed tokens (``PackedClassifier``), with ``cls_last``."""
     if not technique.packed:
         return model
-    return PackedClassifier(model, cls_last=technique.shortcut == "cls_last", flex=technique.flex)
+    return PackedClassifier(
+        model,
+        cls_last=technique.shortcut == "cls_last",
+        kernel=technique.attention_kernel,
+        flex_block=technique.flex_block,
+        epilogue=technique.fusion == "epilogue",
+    )
 
 
 COMPILE_MODES = {

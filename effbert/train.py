@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from effbert import data, metrics, models, results
+from effbert.config import resolve_path
 from effbert.params import FinetuneSettings
 from effbert.tasks import GlueTask
 from effbert.techniques import parse
@@ -129,11 +130,16 @@ def finetune(
 
 
 def _identity(base_model: str, task: GlueTask, train_rows: pd.DataFrame, settings) -> dict:
-    """What a checkpoint was trained from: reused only where all of it matches."""
+    """What a checkpoint was trained from, by content: the base's weights (read now), the
+    train rows' texts and labels, and the settings. Reused only where all of it matches."""
+    folder = resolve_path(base_model)
+    base = models.folder_digest(folder) if folder.is_dir() else models.fingerprint(base_model)
     return {
         "task": task.model_task,
         "base_model": str(base_model),
+        "base_weights": base,
         "train_rows": len(train_rows),
+        "train_data": data.fingerprint(train_rows),
         "settings": asdict(settings),
     }
 

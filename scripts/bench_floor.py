@@ -15,7 +15,7 @@ import argparse
 
 import pandas as pd
 
-from effbert import floor, kernels, plan, profiles, results, stats, sweep
+from effbert import environment, floor, kernels, plan, profiles, results, stats, sweep
 
 
 def main() -> None:
@@ -29,6 +29,8 @@ def main() -> None:
     if args.tasks:
         overrides["tasks"] = args.tasks
     study = plan.Plan(profiles.load(args.profile, **overrides), args.reports_dir)
+    facts = environment.describe(study.torch_device)
+    print(", ".join(f"{k} {facts.get(k)}" for k in ("device_name", "driver", "cuda", "torch")))
     trials = sweep.Sweep(study).run(study.cells(combinations=True))
     summary = stats.summarize(trials)
     table = floor.floor_table(summary, trials)
@@ -38,21 +40,23 @@ def main() -> None:
     for row in failed.itertuples():
         print(f"{row.status}: {row.task} {row.technique} bs={row.batch_size}: {row.reason}")
     ok = summary.dropna(subset=["j_per_1k_samples_mean"])
-    for task, cells in ok.groupby("task", sort=False):
-        best = cells.loc[cells["j_per_1k_samples_mean"].idxmin()]
-        record = results.cell_record(study.paths["cells"], best["cell_id"])
-        print(
-            f"{task}: GPU time of the best cell ({best['technique']}, bs={best['batch_size']},"
-            f" {best['padding']}) by kernel kind: "
-            f"{kernels.kernel_split(record.get('kernels') or {})}"
-        )
-        windows = trials[trials["cell_id"] == best["cell_id"]]
+    for _, cell in ok.sort_values("j_per_1k_samples_mean").iterrows():
+        record = results.cell_record(study.paths["cells"], cell["cell_id"])
+        recorded = record.get("kernels") or {}
+        windows = trials[trials["cell_id"] == cell["cell_id"]]
         power_w = (windows["energy_j"] / windows["time_s"]).mean()
-        idle_w = windows["idle_power_w"].iloc[0]
-        print(f"  card power {power_w:.0f} W in the windows, idle {idle_w:.0f} W")
-        split = kernels.window_split(record.get("kernels") or {}, windows)
-        if split:
-            print(f"  the windows' time by kernel kind, and with no kernel running: {split}")
+        print(
+            f"{cell['task']} {cell['technique']} bs={cell['batch_size']}: "
+            f"{cell['j_per_1k_samples_mean']:.2f} J/1k, {power_w:.0f} W "
+            f"(idle {windows['idle_power_w'].iloc[0]:.0f} W), attention kernel "
+            f"{recorded.get('attention_kernel')}; GPU time by kernel kind "
+            f"{kernels.kernel_split(recorded)}; the windows' time "
+            f"{kernels.window_split(recorded, windows)}"
+        )
+        print(
+            "   top kernels: "
+            + "; ".join(f"{k['name'][:60]} {k['share']:.1%}" for k in recorded.get("top", [])[:6])
+        )
 
 
 if __name__ == "__main__":

@@ -101,3 +101,15 @@ class Study:
 
         summary = stats.summarize(self.plan_.recorded())
         return plots.compare(summary, techniques, self.params.baseline_technique)
+
+
+def smoke_with(path, extra: str = ""):
+    """The smoke profile written to ``path`` with the keys of YAML text ``extra`` replaced."""
+    import yaml
+
+    from effbert import config
+
+    values = yaml.safe_load((config.PARAMS_DIR / "smoke.yaml").read_text())
+    values.update(yaml.safe_load(extra) or {})
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return str(path)

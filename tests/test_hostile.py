@@ -6,7 +6,7 @@ import errno
 import pytest
 
 from effbert import cli, config, models, profiles, report, results, runner
-from tests.conftest import Study
+from tests.conftest import Study, smoke_with
 
 
 def sst2_dir(root, labels):
@@ -76,8 +76,7 @@ def test_damaged_data_falls_under_on_missing_task(tmp_path):
 
 def smoke_copy(tmp_path, extra=""):
     path = tmp_path / "hostile.yaml"
-    path.write_text((config.PARAMS_DIR / "smoke.yaml").read_text() + extra)
-    return str(path)
+    return smoke_with(path, extra)
 
 
 def test_ctrl_c_stops_cleanly_writes_the_index_and_says_how_to_resume(

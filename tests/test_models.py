@@ -109,6 +109,7 @@ def test_axes_compose_and_a_composition_equal_to_a_preset_is_the_preset():
         "attention": "sdpa",
         "execution": "compile",
         "shortcut": "none",
+        "fusion": "none",
     }
     assert t.weights_dtype == torch.bfloat16 and t.attn_implementation == "sdpa"
     assert not t.fused_attention_only and t.quantize is None
@@ -141,7 +142,15 @@ def test_quantization_leaves_the_narrow_classifier_head_in_float():
 
 @pytest.mark.parametrize(
     "technique",
-    ["fp32+varlen", "fp32+varlen+cls_last", "bf16+varlen", "fp32+flex+compile+cls_last"],
+    [
+        "fp32+varlen",
+        "fp32+varlen+cls_last",
+        "bf16+varlen",
+        "fp32+flex+compile+cls_last",
+        "fp32+varlen_mem+cls_last",
+        "fp32+varlen+cls_last+epilogue",
+        "fp32+flex32+compile+cls_last",
+    ],
 )
 def test_padding_free_logits_match_the_padded_model(technique):
     """Packed sequences (no pad token computed) and the last layer for the first token only
@@ -181,7 +190,7 @@ def test_packing_refuses_left_padded_inputs():
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("fp16+cls_last", "add varlen or flex attention"),
+        ("fp16+cls_last", "add varlen, varlen_mem or flex attention"),
         ("fp16+varlen+cls_last+cls_last", "unknown technique"),
         ("fp16+varlen+graphs+cls_last", None),
         ("bf16+flex", "flex attention runs compiled"),
@@ -195,6 +204,7 @@ def test_shortcut_axis(name, message):
             "attention": "varlen",
             "execution": "graphs",
             "shortcut": "cls_last",
+            "fusion": "none",
         }
     else:
         with pytest.raises(ValueError, match=message):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from effbert import config, figures, runner, runs, techniques
+from tests.conftest import smoke_with
 
 ON_GPU_ONLY = {"autocast_fp16", "fp16", "fp16_flash"}
 DRAWS = ("study.figure(", "plots.")
@@ -78,10 +79,9 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
 
 @pytest.mark.notebooks
 def test_a_profile_that_narrows_techniques_runs_every_notebook(tmp_path):
-    smoke = (config.PARAMS_DIR / "smoke.yaml").read_text()
-    profile = tmp_path / "narrow.yaml"
-    profile.write_text(smoke + "techniques: [fp32, fp16_flash]\ntasks: [sst2]\ncombinations: []\n")
-    runs = runner.run_profile(str(profile), tmp_path / "reports")
+    extra = "techniques: [fp32, fp16_flash]\ntasks: [sst2]\ncombinations: []\n"
+    profile = smoke_with(tmp_path / "narrow.yaml", extra)
+    runs = runner.run_profile(profile, tmp_path / "reports")
     assert [r.status for r in runs] == ["ok"] * len(runs), [(r.stem, r.message) for r in runs]
     results = pd.read_csv(tmp_path / "reports" / "results" / "results.csv")
     assert set(results["technique"]) == {"fp32", "fp16_flash"}

@@ -74,7 +74,7 @@ def test_unknown_keys_get_a_suggestion_and_the_valid_keys(tmp_path):
         ("checkpoints_dir: /no/such/dir\n", "checkpoints_dir '/no/such/dir' does not exist"),
         (
             "base_model: /no/such/model\ncheckpoints_dir: x\n",
-            "base_model '/no/such/model' does not exist",
+            "base_model '/no/such/model' is a folder that does not exist",
         ),
         ("base_model: org/model\n", "also set checkpoints_dir"),
         ("checkpoints: {sst5: x}\n", "checkpoints names the unknown task 'sst5'"),

@@ -24,7 +24,7 @@ def problem(tmp_path, text):
         ("warmup_s: 1.0e+9", "warmup_s is 1000000000.0: it must be at most 3600"),
         ("warmup_s: 1e9", "YAML reads 1e9 as text: write 1.0e+9"),
         ("batch_sizes: [16, 100000]", "batch_sizes is 100000: it must be at most 65536"),
-        ("metric_tolerance: 5", "metric_tolerance is 5: it must be at most 1"),
+        ("metric_tolerance: 5", "metric_tolerance is 5: it must be at most 2"),
     ],
 )
 def test_numbers_are_finite_and_bounded(tmp_path, line, expected):
