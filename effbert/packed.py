@@ -89,6 +89,7 @@ class PackedClassifier(torch.nn.Module):
         kernel: str = "flash",
         flex_block: int | None = None,
         epilogue: bool = False,
+        qkv: bool = False,
     ) -> None:
         super().__init__()
         self.classifier_model = classifier
@@ -96,6 +97,12 @@ class PackedClassifier(torch.nn.Module):
         self.flex, self.flex_block = kernel == "flex", flex_block
         config = classifier.config
         self.n_heads, self.head_dim = config.n_heads, config.dim // config.n_heads
+        # one matrix product for the query, key and value projections of each layer
+        self.qkv = (
+            torch.nn.ModuleList(_FusedQKV(layer.attention) for layer in _layers(classifier))
+            if qkv
+            else None
+        )
 
     def forward(
         self, input_ids, position_ids, cu_seqlens, max_len: int, lengths=None, block_masks=None
@@ -117,19 +124,34 @@ class PackedClassifier(torch.nn.Module):
             if self.flex:
                 attend = lambda q, k, v, m=masks[last]: _flex(q, k, v, m, self.flex_block)  # noqa: E731
             hidden = self._block(
-                layer, hidden, cu_seqlens, max_len, lengths, starts if last else None, attend
+                layer,
+                hidden,
+                cu_seqlens,
+                max_len,
+                lengths,
+                starts if last else None,
+                attend,
+                self.qkv[i] if self.qkv is not None else None,
             )
         pooled = hidden if self.cls_last else hidden[starts]
         pooled = torch.relu(model.pre_classifier(pooled))
         return model.classifier(pooled)
 
-    def _block(self, layer, hidden, cu_seqlens, max_len, lengths, query_rows, attend=None):
+    def _block(
+        self, layer, hidden, cu_seqlens, max_len, lengths, query_rows, attend=None, qkv=None
+    ):
         attn = layer.attention
         shape = (-1, self.n_heads, self.head_dim)
         residual = hidden if query_rows is None else hidden[query_rows]
-        q = attn.q_lin(residual).view(shape)
-        k = attn.k_lin(hidden).view(shape)
-        v = attn.v_lin(hidden).view(shape)
+        if qkv is None:
+            q = attn.q_lin(residual).view(shape)
+            k = attn.k_lin(hidden).view(shape)
+            v = attn.v_lin(hidden).view(shape)
+        elif query_rows is None:  # one product, three views of its columns
+            q, k, v = (x.view(shape) for x in qkv(hidden).chunk(3, dim=-1))
+        else:  # cls_last: queries of the first tokens only, keys and values of all
+            q = attn.q_lin(residual).view(shape)
+            k, v = (x.view(shape) for x in qkv.key_value(hidden).chunk(2, dim=-1))
         if attend is not None:
             out = attend(q, k, v)
         else:
@@ -188,3 +210,24 @@ def _flex(q, k, v, block_mask, block: int | None = None):
     options = {"BLOCK_M": block, "BLOCK_N": block} if block and q.is_cuda else None
     out = flex_attention(*heads_first, block_mask=block_mask, kernel_options=options)
     return out.squeeze(0).transpose(0, 1)
+
+
+def _layers(classifier: torch.nn.Module):
+    return classifier.distilbert.transformer.layer
+
+
+class _FusedQKV(torch.nn.Module):
+    """A layer's query, key and value projections as one ``(3 d, d)`` matrix product."""
+
+    def __init__(self, attention: torch.nn.Module) -> None:
+        super().__init__()
+        lins = (attention.q_lin, attention.k_lin, attention.v_lin)
+        self.weight = torch.nn.Parameter(torch.cat([x.weight for x in lins]), requires_grad=False)
+        self.bias = torch.nn.Parameter(torch.cat([x.bias for x in lins]), requires_grad=False)
+        self.dim = attention.q_lin.weight.shape[0]
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(hidden, self.weight, self.bias)
+
+    def key_value(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(hidden, self.weight[self.dim :], self.bias[self.dim :])

@@ -65,7 +65,7 @@ COMPILED_EXECUTIONS = ("compile", "compile_max", "graphs")
 
 
 SHORTCUTS = ("none", "cls_last")
-FUSIONS = ("none", "epilogue")
+FUSIONS = ("none", "epilogue", "fused")
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,10 @@ class Technique:
             user writes).
         shortcut: ``none``, or ``cls_last``: the last layer computed for the first token only,
             the one the classifier reads (exact; needs padding-free attention).
-        fusion: ``none``, or ``epilogue``: the FFN's bias and GELU applied in its first
-            matrix product's epilogue (cuBLASLt; GELU's tanh form on a GPU), not as kernels of
-            their own (needs padding-free attention and float weights).
+        fusion: ``none``; ``epilogue``: the FFN's bias and GELU applied in its first matrix
+            product's epilogue (cuBLASLt; GELU's tanh form on a GPU), not as kernels of their
+            own; ``fused``: that, and each layer's query, key and value projections as one
+            matrix product (both need padding-free attention and float weights).
     """
 
     name: str
@@ -226,7 +227,7 @@ def parse(name: str) -> Technique:
                 f"technique {name!r}: {token} runs on packed sequences; add varlen, varlen_mem "
                 "or flex attention"
             )
-    if fusion == "epilogue" and PRECISIONS[full[0]].get("quantize"):
+    if fusion != "none" and PRECISIONS[full[0]].get("quantize"):
         raise ValueError(
             f"technique {name!r}: the epilogue fuses GELU into a float matrix product; "
             f"{full[0]}'s are quantized"
@@ -339,7 +340,8 @@ def apply_attention(model: torch.nn.Module, technique: Technique) -> torch.nn.Mo
         cls_last=technique.shortcut == "cls_last",
         kernel=technique.attention_kernel,
         flex_block=technique.flex_block,
-        epilogue=technique.fusion == "epilogue",
+        epilogue=technique.fusion in ("epilogue", "fused"),
+        qkv=technique.fusion == "fused",
     )
 
 

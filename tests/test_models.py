@@ -149,6 +149,8 @@ def test_quantization_leaves_the_narrow_classifier_head_in_float():
         "fp32+flex+compile+cls_last",
         "fp32+varlen_mem+cls_last",
         "fp32+varlen+cls_last+epilogue",
+        "fp32+varlen+fused",
+        "fp32+varlen_mem+cls_last+fused",
         "fp32+flex32+compile+cls_last",
     ],
 )
