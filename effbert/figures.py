@@ -30,10 +30,20 @@ from effbert.plots import (
     tradeoff,
 )
 from effbert.stats import pareto_optimal
+from effbert.stats import waterfall as waterfall_table
 from effbert.tasks import TASKS
 from effbert.techniques import TECHNIQUES
 
-FIGURES = ("baseline", "energy", "glue", "throughput", "tradeoff", "frontier", "scopes")
+FIGURES = (
+    "baseline",
+    "energy",
+    "glue",
+    "throughput",
+    "tradeoff",
+    "frontier",
+    "scopes",
+    "waterfall",
+)
 
 
 def frontier(summary: pd.DataFrame) -> Figure:
@@ -126,6 +136,42 @@ def frontier(summary: pd.DataFrame) -> Figure:
 SCOPE_COLOURS = {"model": "C0", "end_to_end": "C1"}
 
 
+def has_waterfall(summary: pd.DataFrame) -> bool:
+    """Whether some task has three steps of the waterfall measured."""
+    tasks = set(summary.get("task", []))
+    return any(len(waterfall_table(summary, t)) >= 3 for t in tasks)
+
+
+def waterfall(summary: pd.DataFrame) -> Figure:
+    """Per task with the levers measured (``stats.waterfall``): energy per sample after each
+    lever, total and above idle, on a log scale, each bar labelled with its step's factor."""
+    tasks = [t for t in TASKS if t in set(summary.get("task", []))]
+    tables = {t: waterfall_table(summary, t) for t in tasks}
+    tables = {t: w for t, w in tables.items() if len(w) >= 3}
+    if not tables:
+        return _message("No task has the waterfall's cells (stats.WATERFALL_STEPS) measured.")
+    fig = ReportFigure(figsize=(9, 1.2 + 0.45 * max(len(w) for w in tables.values()) * len(tables)))
+    axes = fig.subplots(len(tables), 1, squeeze=False)[:, 0]
+    for ax, (task, table) in zip(axes, tables.items(), strict=True):
+        y = np.arange(len(table))[::-1]
+        ax.barh(y, table["j_per_1k"], color="C0", label="total")
+        ax.barh(y, table["above_idle_j_per_1k"], color="C1", height=0.45, label="above idle")
+        ax.set_xscale("log")
+        ax.set_yticks(y, table["lever"], fontsize=8)
+        for yi, row in zip(y, table.itertuples(), strict=True):
+            label = f"{row.j_per_1k:.3g} J/1k"
+            if pd.notna(row.factor):
+                label += f"  ({row.factor:.2f}× [{row.low:.2f}, {row.high:.2f}])"
+            ax.text(row.j_per_1k * 1.08, yi, label, va="center", fontsize=7)
+        ax.set_xlim(right=table["j_per_1k"].max() * 12)
+        ax.set_title(task, fontsize=9, loc="left")
+        ax.set_xlabel("J per 1000 samples (log scale)")
+    axes[0].legend(loc="lower right", fontsize=7, frameon=False)
+    fig.suptitle("From the original configuration to the best, one lever at a time", fontsize=10)
+    fig.set_layout_engine("constrained")
+    return fig
+
+
 def scopes(summary: pd.DataFrame) -> Figure:
     """Per task: energy per sample of each configuration (technique, batch, padding) in each
     scope side by side, the forward pass alone (``model``) and raw text to labels
@@ -194,13 +240,16 @@ def save_all(summary: pd.DataFrame, figures_dir: Path, technique: str = "fp32") 
         "tradeoff": lambda: tradeoff(summary, technique),
         "frontier": lambda: frontier(summary),
         "scopes": lambda: scopes(summary),
+        "waterfall": lambda: waterfall(summary),
     }
     end_to_end = "scope" in summary and summary["scope"].eq("end_to_end").any()
     paths = []
     for name in FIGURES:
         path = figures_dir / f"{name}.png"
-        if name == "scopes" and not end_to_end:
-            path.unlink(missing_ok=True)
+        if (name == "scopes" and not end_to_end) or (
+            name == "waterfall" and not has_waterfall(summary)
+        ):
+            path.unlink(missing_ok=True)  # no figure outlives its records
             continue
         draw[name]().savefig(path, dpi=120)
         paths.append(path)

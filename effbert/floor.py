@@ -79,9 +79,18 @@ def floor_table(summary: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def end_to_end_table(summary: pd.DataFrame) -> pd.DataFrame:
+def cpu_estimate_j_per_1k(cell, cpu_power_per_core_w: float) -> float:
+    """CPU energy per 1000 samples where no counter reads it: the cores the cell kept busy (a
+    forward-only cell's one Python thread where it was not measured) times a stated power per
+    core, an estimate (CodeCarbon's way)."""
+    busy = cell["cpu_cores_busy_mean"] if pd.notna(cell["cpu_cores_busy_mean"]) else 1.0
+    return 1000 * busy * cpu_power_per_core_w / cell["samples_per_s_mean"]
+
+
+def end_to_end_table(summary: pd.DataFrame, cpu_power_per_core_w: float = 7.5) -> pd.DataFrame:
     """End-to-end cells (raw text to labels) beside the pipeline at its defaults and the best
-    forward-only cell of the same records: J per 1000 samples, speed, CPU use and ratios."""
+    forward-only cell of the same records: J per 1000 samples, speed, CPU use, an estimate of
+    CPU energy (``cpu_estimate_j_per_1k``) and the ratios without and with it."""
     cells = summary[summary["task"].notna() & summary["j_per_1k_samples_mean"].notna()]
     cells = single_device(cells)
     if cells["task"].nunique() > 1:
@@ -117,9 +126,16 @@ def end_to_end_table(summary: pd.DataFrame) -> pd.DataFrame:
             base = default.iloc[0]
             r, h = energy_ratio(base, cell)
             row["pipeline defaults / this"] = f"{r:.1f} ± {h:.1f}"
+        cpu = cpu_estimate_j_per_1k(cell, cpu_power_per_core_w)
+        row["CPU J/1k (estimate)"] = f"{cpu:.2f}"
         if best_model is not None:
             r, h = energy_ratio(cell, best_model)
             row["this / best forward"] = f"{r:.2f} ± {h:.2f}"
+            best_cpu = cpu_estimate_j_per_1k(best_model, cpu_power_per_core_w)
+            with_cpu = (cell["j_per_1k_samples_mean"] + cpu) / (
+                best_model["j_per_1k_samples_mean"] + best_cpu
+            )
+            row["with CPU estimate"] = f"{with_cpu:.2f}"
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -144,9 +144,14 @@ class CellRun:
         energy.synchronize(self.device)
         self.warmup_s = time.perf_counter() - start
 
-    def window(self, position: int = 0) -> None:
-        """One measured window; ``position`` is its place in the task's order of windows."""
+    def window(self, position: int = 0, previous: CellRun | None = None) -> None:
+        """One measured window; ``position`` is its place in the task's order of windows,
+        ``previous`` the cell whose window came just before (its technique and power kept)."""
         facts = {"order": position, **environment.gpu_state(self.device)}
+        if previous is not None and previous.windows:
+            last = previous.windows[-1]
+            facts["previous_technique"] = previous.cell.technique.name
+            facts["previous_power_w"] = last.energy_j / last.time_s
         with self.prepared.context():
             window = measure_window(
                 self.run_pass, self.meter, self.settings, time.perf_counter, self.cycle

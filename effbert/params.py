@@ -135,9 +135,10 @@ class Params:
     )
     order: str = _param(
         "sequential",
-        "sequential (each cell's trials back to back) or interleaved (a task's cells take "
-        "their windows in seeded random rounds, so drift hits every technique alike)",
-        choices=("sequential", "interleaved"),
+        "sequential (each cell's trials back to back), interleaved (a task's cells take "
+        "their windows in seeded random rounds, so drift hits every technique alike) or "
+        "balanced (rounds in a Williams design: each cell follows every other equally often)",
+        choices=("sequential", "interleaved", "balanced"),
     )
     kernel_check: bool = _param(
         True, "record the kernels each cell ran (torch.profiler, outside the windows; CUDA)"
@@ -152,6 +153,13 @@ class Params:
         "each window repeats whole passes (or batches) at least this long",
         minimum=0.001,
         maximum=600,
+    )
+    preroll_s: float = _param(
+        0.5,
+        "the cell's own work, unmeasured, right before each window (so a window does not "
+        "start hot or cold from the previous cell's)",
+        minimum=0,
+        maximum=60,
     )
     max_cv: float = _param(
         0.05,
@@ -171,6 +179,14 @@ class Params:
     )
     latency_batches: int = _param(
         50, "batches timed for latency percentiles", minimum=1, maximum=100_000
+    )
+    cpu_power_per_core_w: float = _param(
+        7.5,
+        "estimated power of one busy CPU core where no counter reads the CPU (RAPL is not "
+        "readable on most GPU hosts), as CodeCarbon estimates from TDP per core",
+        ANALYSIS,
+        minimum=0,
+        maximum=100,
     )
     carbon_intensity_g_per_kwh: float = _param(
         475.0, "grid intensity (IEA world average, 2019)", minimum=0, maximum=5000

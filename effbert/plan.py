@@ -8,7 +8,7 @@ changed input is a new cell, never a reused one.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -84,7 +84,7 @@ def cell_config(
         "label_map": label_map,
         "device": device_type,
         "energy": params.energy,
-        "measure": asdict(MeasureSettings.from_params(params)),
+        "measure": MeasureSettings.from_params(params).identity(),
         "seed": params.seed,
         "fingerprints": fingerprints,
         # cells measured the default way keep the ids they had before these settings existed

@@ -166,7 +166,7 @@ def published_markdown(reports_dir: str | Path, profile: str) -> str:
     summary = summarize(trials)
     parts = [
         tables.headline_markdown(summary),
-        tables.claims_markdown(summary),
+        tables.claims_markdown(trials),
         tables.findings(summary),
         runs.gpu_time_markdown(reports_dir, profile),
     ]

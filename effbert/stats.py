@@ -4,6 +4,7 @@ cells a comparison may use (one device, the original setting)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -180,3 +181,151 @@ def comparison(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
         "cv_flag",
     ]
     return table[columns].sort_values(keys + ["technique"]).reset_index(drop=True)
+
+
+# -- paired ratios, the family of tests, verdicts ------------------------------------------
+
+EQUIVALENCE_MARGIN = 0.03  # "no effect larger than ±3%"
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A ratio of two cells' per-trial values from paired log-ratios: its geometric mean, the
+    95% t interval, the 90% one (for equivalence), the two-sided p of ratio 1, the pairs."""
+
+    ratio: float
+    low: float
+    high: float
+    low90: float
+    high90: float
+    p_value: float
+    n: int
+
+
+def paired_log_ratio(a, b) -> Ratio:
+    """``a / b`` from trials paired by round (``a[i]`` and ``b[i]`` taken in one round):
+    the mean of ``log(a[i] / b[i])`` with a Student-t interval, exponentiated.
+
+    Args:
+        a, b: per-trial values of the two cells, in round order (the shorter length is used).
+    """
+    n = min(len(a), len(b))
+    logs = np.log(np.asarray(a, float)[:n]) - np.log(np.asarray(b, float)[:n])
+    mean = float(np.mean(logs)) if n else math.nan
+    return _ratio_from_logs(mean, logs, n)
+
+
+def pooled_log_ratio(groups: list) -> tuple[Ratio, float]:
+    """One ratio over several tasks' paired log-ratios (``groups``: an array per task), and
+    the p of a task effect (one-way ANOVA; NaN with fewer than two tasks of two pairs): pool
+    only where the workload does not depend on the task."""
+    from scipy.stats import f_oneway
+
+    usable = [np.asarray(g, float) for g in groups if len(g)]
+    logs = np.concatenate(usable) if usable else np.array([])
+    p_task = math.nan
+    if sum(len(g) >= 2 for g in usable) >= 2:
+        p_task = float(f_oneway(*[g for g in usable if len(g) >= 2]).pvalue)
+    return _ratio_from_logs(
+        float(np.mean(logs)) if len(logs) else math.nan, logs, len(logs)
+    ), p_task
+
+
+def _ratio_from_logs(mean: float, logs: np.ndarray, n: int) -> Ratio:
+    from scipy.stats import t
+
+    if n < 2:
+        nan = math.nan
+        return Ratio(math.exp(mean) if n else nan, nan, nan, nan, nan, nan, n)
+    se = float(np.std(logs, ddof=1) / math.sqrt(n))
+    if se == 0:
+        p = 0.0 if mean != 0 else 1.0
+        value = math.exp(mean)
+        return Ratio(value, value, value, value, value, p, n)
+    q95, q90 = t.ppf(0.975, n - 1), t.ppf(0.95, n - 1)
+    p = float(2 * t.sf(abs(mean / se), n - 1))
+    return Ratio(
+        *(math.exp(mean + s) for s in (0.0, -q95 * se, q95 * se, -q90 * se, q90 * se)), p, n
+    )
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p values (NaN stays NaN)."""
+    p = np.asarray(p_values, float)
+    adjusted = np.full_like(p, np.nan)
+    finite = np.flatnonzero(~np.isnan(p))
+    order = finite[np.argsort(p[finite])]
+    m, running = len(order), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def verdict(r: Ratio, p_adjusted: float, direction: str, margin: float = EQUIVALENCE_MARGIN) -> str:
+    """``holds`` / ``does not hold`` where the family-adjusted test rejects ratio 1 on the
+    claim's side / the other (``direction``: ``above`` or ``below``); ``equivalent within
+    ±x%`` where the 90% interval lies inside ``[1 / (1 + margin), 1 + margin]`` (two one-sided
+    tests); else ``not resolved``: more trials would resolve it."""
+    if not math.isnan(p_adjusted) and p_adjusted < ALPHA:
+        above = r.ratio > 1
+        return "holds" if above == (direction == "above") else "does not hold"
+    if not math.isnan(r.low90) and 1 / (1 + margin) <= r.low90 and r.high90 <= 1 + margin:
+        return f"equivalent within ±{margin:.0%}"
+    return "not resolved"
+
+
+# The headline taken apart: from the original configuration to the best, one lever a step.
+WATERFALL_STEPS = [
+    ("original: fp32, batch 16, padded to 128", "fp32", 16, "max_length"),
+    ("batch 512", "fp32", 512, "max_length"),
+    ("pad to the batch's longest", "fp32", 512, "bucketed"),
+    ("bf16 weights", "bf16", 512, "bucketed"),
+    ("fused SDPA attention", "bf16+sdpa", 512, "bucketed"),
+    ("no pad tokens (packed, varlen kernel)", "bf16+varlen_mem", 512, "packed"),
+    ("CUDA graphs", "bf16+varlen_mem+graphs", 512, "packed"),
+    ("last layer for the first token", "bf16+varlen_mem+graphs+cls_last", 512, "packed"),
+    ("GELU in the GEMM epilogue", "bf16+varlen_mem+graphs+cls_last+epilogue", 512, "packed"),
+]
+
+
+def waterfall(summary: pd.DataFrame, task: str, steps=WATERFALL_STEPS) -> pd.DataFrame:
+    """Per lever, the task's cell with it and the factor from the step before (ratio of mean
+    energy per sample, 95% interval by the delta method on logs); steps without a measured
+    cell are left out, so a factor may span two levers (its label says so)."""
+    frame = summary[(summary["task"] == task) & summary["j_per_1k_samples_mean"].notna()]
+    rows, previous, skipped = [], None, []
+    for lever, technique, batch_size, padding in steps:
+        found = frame[
+            (frame["technique"] == technique)
+            & (frame["batch_size"] == batch_size)
+            & (frame["padding"] == padding)
+        ]
+        if found.empty:
+            skipped.append(lever)
+            continue
+        cell = found.iloc[0]
+        row = {
+            "lever": " + ".join([*skipped, lever]) if previous is not None else lever,
+            "technique": technique,
+            "batch": batch_size,
+            "padding": padding,
+            "j_per_1k": cell["j_per_1k_samples_mean"],
+            "above_idle_j_per_1k": cell["dynamic_j_per_1k_samples_mean"],
+            "factor": math.nan,
+            "low": math.nan,
+            "high": math.nan,
+        }
+        if previous is not None:
+            ratio, half = ratio_ci95(
+                previous["j_per_1k_samples_mean"],
+                previous["j_per_1k_samples_ci95"],
+                cell["j_per_1k_samples_mean"],
+                cell["j_per_1k_samples_ci95"],
+            )
+            spread = half / ratio if ratio else math.nan
+            row.update(factor=ratio, low=ratio * math.exp(-spread), high=ratio * math.exp(spread))
+        rows.append(row)
+        previous, skipped = cell, []
+    return pd.DataFrame(rows)

@@ -33,6 +33,21 @@ from effbert.techniques import unsupported_reason
 logger = logging.getLogger(__name__)
 
 
+def window_rounds(n: int, trials: int, order: str, rng: random.Random) -> list[list[int]]:
+    """The order of ``n`` cells' windows, a round per trial: shuffled each round
+    (``interleaved``), or the rows of a Williams design over shuffled cells (``balanced``:
+    within a round each cell follows every other equally often over ``n`` rounds, ``2 n``
+    where ``n`` is odd), repeated as needed."""
+    if order != "balanced" or n < 2:
+        return [rng.sample(range(n), n) for _ in range(trials)]
+    first = [0] + [(k + 1) // 2 if k % 2 else n - k // 2 for k in range(1, n)]
+    rows = [[(x + i) % n for x in first] for i in range(n)]
+    if n % 2:
+        rows += [row[::-1] for row in rows]
+    labels = rng.sample(range(n), n)
+    return [[labels[x] for x in rows[t % len(rows)]] for t in range(trials)]
+
+
 class Sweep:
     """Measures a plan's cells with one meter and one idle-power reading, saving each record."""
 
@@ -99,7 +114,7 @@ class Sweep:
             cells, desc=self.params.profile, unit="cell", mininterval=5.0, file=sys.stdout
         )
         records = []
-        if self.params.order == "interleaved":
+        if self.params.order in ("interleaved", "balanced"):
             for task in dict.fromkeys(c.task.name for c in cells):
                 records += self._run_interleaved([c for c in cells if c.task.name == task])
                 progress.update(sum(c.task.name == task for c in cells))
@@ -122,8 +137,10 @@ class Sweep:
 
     def _run_interleaved(self, cells: list[Cell]) -> list[dict]:
         """A task's cells, prepared together, take their windows in rounds: each round every
-        cell one window, in a seeded random order, so drift in GPU temperature and clocks hits
-        all techniques alike. Each trial records its place in that order and the GPU's state."""
+        cell one window, in a seeded random order (``interleaved``) or in the rows of a Williams
+        design (``balanced``: each cell follows every other equally often), so drift in GPU
+        temperature and clocks hits all techniques alike. Each trial records its place in that
+        order, the cell before it and that window's power, and the GPU's state."""
         records, live = [], []
         for cell in cells:
             done = self._reusable(cell)
@@ -136,13 +153,20 @@ class Sweep:
         idle_power_w = self.idle_power_w if live else math.nan
         live = [r for r in live if not isinstance(self._guarded(r.cell, r.warm_up), dict)]
         rng = random.Random(f"{self.params.profile}/{cells[0].task.name}/{self.params.seed}")
-        for trial in range(self.params.trials):
-            order = rng.sample(live, len(live))
-            for position, run in enumerate(order, start=trial * len(order)):
-                failed = self._guarded(run.cell, lambda r=run, p=position: r.window(p))
+        rounds = window_rounds(len(live), self.params.trials, self.params.order, rng)
+        previous, position = None, 0
+        for indices in rounds:
+            for run in [live[i] for i in indices if live[i] is not None]:
+                failed = self._guarded(
+                    run.cell, lambda r=run, p=position, b=previous: r.window(p, b)
+                )
+                position += 1
                 if isinstance(failed, dict):
                     records.append(failed)
-                    live.remove(run)
+                    live[live.index(run)] = None
+                else:
+                    previous = run
+        live = [r for r in live if r is not None]
         for run in live:
             record = self._guarded(run.cell, lambda r=run: r.finish(idle_power_w))
             ok = not (isinstance(record, dict) and record.get("status") == "failed")

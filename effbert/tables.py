@@ -9,6 +9,7 @@ import math
 import pandas as pd
 
 from effbert import claims as claims_
+from effbert import stats
 from effbert.schema import with_columns
 from effbert.stats import (
     comparison,
@@ -228,60 +229,64 @@ def comparison_markdown(summary: pd.DataFrame, task: str | None = None) -> str:
     return markdown_table(shown)
 
 
-def claims_markdown(summary: pd.DataFrame, metric_tolerance: float = 0.005) -> str:
-    """The earlier study's claims judged (:func:`effbert.claims.claims`) as a Markdown table:
-    one row per claim, its verdict over all tasks in bold, the geometric mean of the energy
-    ratios, the worst (smallest) metric change, and each task's ratio with its 95% interval."""
-    table = claims_.claims(summary, metric_tolerance)
+def claims_markdown(trials: pd.DataFrame, metric_tolerance: float = 0.005) -> str:
+    """The earlier study's claims judged (:func:`effbert.claims.claims`) as Markdown: one row
+    per claim with its pooled verdict in bold (or the single task's), its ratio of total energy
+    and of energy above idle with 95% intervals, the p of a task effect, the attention kernels
+    that ran, and each task's ratio and verdict."""
+    table = claims_.claims(trials, metric_tolerance)
     if table.empty:
         return "No measured cell: nothing to judge."
-    overall = table[table["task"] == claims_.ALL_TASKS]
-    settings = sorted({s for s in overall["setting"] if s}) or ["none measured"]
     rows = []
-    for claim in overall["claim"]:
-        tasks = table[(table["claim"] == claim) & (table["task"] != claims_.ALL_TASKS)]
-        [total] = overall[overall["claim"] == claim].to_dict("records")
-        mixed = total["verdict"] not in claims_.VERDICTS
-        varied = tasks.loc[tasks["verdict"] != claims_.NOT_MEASURED, "compared"].nunique() > 1
+    for claim, group in table.groupby("claim", sort=False):
+        pooled = group[group["task"] == claims_.POOLED]
+        head = (pooled if not pooled.empty else group).iloc[0]
+        tasks = group[group["task"] != claims_.POOLED]
         rows.append(
             {
                 "claim": claim,
-                "compared": total["compared"],
-                "all tasks": f"**{total['verdict']}**",
-                "ratio (geo. mean)": _number(total["energy_ratio"]),
-                "worst metric change": signed_change(total["metric_change"]),
-                "per task: ratio [95%]": " · ".join(
-                    _task_ratio(row, mixed, varied) for row in tasks.to_dict("records")
-                )
-                or "no task has these cells",
+                "compared": head["compared"] if len(tasks) == 1 else _compared(tasks),
+                "verdict": f"**{head['verdict']}**" + ("" if pooled.empty else " (pooled)"),
+                "energy ratio [95%]": _interval(head, ""),
+                "above idle [95%]": _interval(head, "above_idle"),
+                "task effect p": _number(head["task_effect_p"], ".2f"),
+                "attention ran": head["attention_ran"],
+                "per task": " · ".join(
+                    f"{r['task']} {_number(r['ratio'])} {r['verdict']}" for _, r in tasks.iterrows()
+                ),
             }
         )
+    n_tests = len(table)
     intro = (
-        f"The earlier study's claims at its setting ({text('; '.join(settings))}): energy per "
-        "sample "
-        "of the first technique over the second's (mean over trials, 95% interval; claim 4 "
-        "against the cheapest other preset of each task). A claim holds where the interval lies "
-        "on its side of 1 (for Flash Attention, with the task metric at most "
-        f"{metric_tolerance} lower), does not hold where it lies on the other side (or the "
-        "metric drops further), and is not resolved where the interval includes 1."
+        "The earlier study's claims: energy per sample of the first technique over the "
+        "second's, from trials paired by round (geometric mean of the paired ratios, 95% t "
+        "interval), per task and pooled over the tasks (at the original setting every task runs "
+        f"the same shapes; the task-effect p says whether pooling is fair). The family is all "
+        f"{n_tests} tests below, Holm-adjusted: a claim **holds** (or **does not hold**) where "
+        "the adjusted test rejects a ratio of 1 on its side (or the other); it is **equivalent "
+        f"within ±{stats.EQUIVALENCE_MARGIN:.0%}** where the 90% interval lies inside that "
+        "band, and **not resolved** otherwise: more trials would resolve it. Where accuracy "
+        f"must be kept, the metric may drop by {metric_tolerance} or one dev example, whichever "
+        "is more. Attention is named by the kernel that ran (numerator / denominator)."
     )
     return intro + "\n\n" + markdown_table(pd.DataFrame(rows))
 
 
+def _compared(tasks: pd.DataFrame) -> str:
+    compared = tasks["compared"].unique()
+    return compared[0] if len(compared) == 1 else "; ".join(compared)
+
+
+def _interval(row, prefix: str) -> str:
+    name = prefix or "ratio"
+    low, high = (f"{prefix}_low", f"{prefix}_high") if prefix else ("low", "high")
+    if pd.isna(row[name]):
+        return ""
+    return f"{row[name]:.3f} [{_number(row[low], '.3f')}, {_number(row[high], '.3f')}]"
+
+
 def _number(value, spec: str = ".2f") -> str:
     return "" if pd.isna(value) else format(value, spec)
-
-
-def _task_ratio(row: dict, verdict: bool, runner_up: bool) -> str:
-    """``sst2 2.52 [2.37, 2.67]``, with the task's verdict or runner-up where they vary."""
-    if row["verdict"] == claims_.NOT_MEASURED:
-        return f"{row['task']} not measured"
-    text = f"{row['task']} {_number(row['energy_ratio'])}"
-    if pd.notna(row["ratio_ci95_low"]):
-        text += f" [{_number(row['ratio_ci95_low'])}, {_number(row['ratio_ci95_high'])}]"
-    if runner_up:
-        text += f" vs {row['compared'].split(' / ')[-1]}"
-    return text + (f" {row['verdict']}" if verdict else "")
 
 
 def _mean_ci(cell, measure: str) -> str:

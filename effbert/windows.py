@@ -8,6 +8,7 @@ one shape; the device is synchronized only at the window's ends, and nothing els
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -80,16 +81,24 @@ class MeasureSettings:
     Attributes:
         max_retries: a window that reads 0 J is measured again this many times, each twice
             as long, before failing.
+        preroll_s: the same cell's units run unmeasured right before each window, so that a
+            window starts from the state its own work leaves, not the previous cell's.
     """
 
     warmup_s: float
     trials: int
     min_window_s: float
     max_retries: int = 2
+    preroll_s: float = 0.0
 
     @classmethod
     def from_params(cls, params: Params) -> MeasureSettings:
-        return cls(params.warmup_s, params.trials, params.min_window_s)
+        return cls(params.warmup_s, params.trials, params.min_window_s, preroll_s=params.preroll_s)
+
+    def identity(self) -> dict:
+        """What a cell's id holds of these (a pre-roll of 0 s leaves the ids it had before)."""
+        values = dataclasses.asdict(self)
+        return values if self.preroll_s else {k: v for k, v in values.items() if k != "preroll_s"}
 
     def check(self, meter: energy.Meter) -> None:
         if self.trials < 2:
@@ -121,9 +130,13 @@ def measure_window(
     """One window of whole passes (of whole batches with ``cycle``, which is then the unit);
     one that reads 0 J is measured again, twice as long."""
     window_s = settings.min_window_s
+    unit = cycle or run_pass
+    start = clock()
+    while clock() - start < settings.preroll_s:  # unmeasured, right before the window
+        unit()
     for attempt in range(settings.max_retries + 1):
         try:
-            return _window(cycle or run_pass, meter, window_s, clock, cycle)
+            return _window(unit, meter, window_s, clock, cycle)
         except energy.EnergyError:
             if attempt == settings.max_retries:
                 raise

@@ -71,7 +71,7 @@ trials[trials["status"] == "skipped"][["task", "technique", "reason"]].drop_dupl
 # Each claim judged from the records, task by task, with the rules stated under the table.
 
 # %%
-Markdown(tables.claims_markdown(summary))
+Markdown(tables.claims_markdown(trials))
 
 # %% [markdown]
 # ## Conclusion

@@ -1,212 +1,116 @@
-"""The earlier study's claims judged from hand-built summaries."""
+"""Claims judged as a reviewer would: paired log-ratios by round with t intervals, the family
+Holm-adjusted, pooled over tasks with the task effect shown, equivalence as a verdict."""
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
-from effbert import claims, schema, tables
-
-
-def cell(task, technique, energy, ci95=1.0, metric=0.9, **setting):
-    """One summary row; the original setting unless ``setting`` says otherwise."""
-    row = {
-        "profile": "p",
-        "task": task,
-        "technique": technique,
-        "batch_size": 16,
-        "padding": "max_length",
-        "max_length": 128,
-        "scope": "model",
-        "cell_id": f"{task}-{technique}",
-        "trials": 3,
-        "metric": "accuracy",
-        "metric_value": metric,
-        "j_per_1k_samples_mean": energy,
-        "j_per_1k_samples_ci95": ci95,
-    }
-    return {**row, **setting}
+from effbert import claims, stats, tables
 
 
-def summary(*rows):
-    return pd.DataFrame(list(rows)).reindex(columns=schema.SUMMARY_COLUMNS)
+def test_the_paired_log_ratio_interval_is_scipys_paired_t_on_logs():
+    rng = np.random.default_rng(0)
+    b = rng.uniform(90, 110, 7)
+    a = b * rng.normal(0.9, 0.03, 7)
+    r = stats.paired_log_ratio(a, b)
+    test = scipy_stats.ttest_rel(np.log(a), np.log(b))
+    ci = test.confidence_interval(0.95)
+    assert r.ratio == pytest.approx(math.exp(np.mean(np.log(a / b))))
+    assert (r.low, r.high) == pytest.approx((math.exp(ci.low), math.exp(ci.high)))
+    assert r.p_value == pytest.approx(test.pvalue)
+    ci90 = test.confidence_interval(0.90)
+    assert (r.low90, r.high90) == pytest.approx((math.exp(ci90.low), math.exp(ci90.high)))
 
 
-def rows_of(table, claim_number):
-    """The rows of one claim, indexed by task."""
-    return table[table["claim"].str.split(" ").str[0] == claim_number].set_index("task")
-
-
-def test_claim_1_verdicts_follow_the_ratio_interval():
-    table = claims.claims(
-        summary(
-            cell("sst2", "fp32", 100, 5),
-            cell("sst2", "int8", 300, 10),
-            cell("mrpc", "fp32", 100, 5),
-            cell("mrpc", "int8", 50, 2),
-            cell("rte", "fp32", 100, 10),
-            cell("rte", "int8", 105, 10),
-        )
+def test_holm_matches_its_definition_on_scipy_p_values():
+    rng = np.random.default_rng(1)
+    p = np.array(
+        [scipy_stats.ttest_1samp(rng.normal(mu, 1, 8), 0).pvalue for mu in (0, 0.5, 1, 2, 0.2)]
     )
-    assert list(table.columns) == claims.CLAIM_COLUMNS
-    one = rows_of(table, "1")
-    assert list(one.index) == ["sst2", "mrpc", "rte", "all tasks"]
-    sst2 = one.loc["sst2"]
-    assert sst2["compared"] == "int8 / fp32" and sst2["setting"] == "batch 16, max_length 128"
-    assert sst2["energy_ratio"] == pytest.approx(3.0)
-    half = 3.0 * math.hypot(10 / 300, 5 / 100)
-    assert sst2["ratio_ci95_low"] == pytest.approx(3.0 - half)
-    assert sst2["ratio_ci95_high"] == pytest.approx(3.0 + half)
-    assert sst2["cells"] == "sst2-int8 / sst2-fp32"
-    assert sst2["verdict"] == "holds"
-    assert one.loc["mrpc", "verdict"] == "does not hold"
-    rte = one.loc["rte"]
-    assert rte["ratio_ci95_low"] < 1 < rte["ratio_ci95_high"]
-    assert rte["verdict"] == "not resolved"
-    overall = one.loc["all tasks"]
-    assert overall["verdict"] == "holds on 1 of 3 tasks, does not hold on 1, not resolved on 1"
-    assert overall["energy_ratio"] == pytest.approx((3.0 * 0.5 * 1.05) ** (1 / 3))
-    assert math.isnan(overall["ratio_ci95_low"]) and math.isnan(overall["ratio_ci95_high"])
+    adjusted = stats.holm(p)
+    order = np.argsort(p)
+    expected = np.maximum.accumulate([min(1, (len(p) - k) * p[i]) for k, i in enumerate(order)])
+    assert adjusted[order] == pytest.approx(expected)
+    assert np.isnan(stats.holm([np.nan, 0.01])[0]) and stats.holm([np.nan, 0.01])[1] == 0.01
 
 
-def test_a_single_trial_leaves_a_claim_not_resolved():
-    table = claims.claims(
-        summary(cell("sst2", "fp32", 100, math.nan, trials=1), cell("sst2", "int8", 300, 10))
-    )
-    sst2 = rows_of(table, "1").loc["sst2"]
-    assert sst2["energy_ratio"] == pytest.approx(3.0)
-    assert sst2["verdict"] == "not resolved"
+def test_verdicts_hold_refute_equivalent_or_not_resolved():
+    down = stats.paired_log_ratio([90, 91, 89, 90, 90.5], [100, 100, 100, 100, 100])
+    assert stats.verdict(down, 0.001, "below") == "holds"
+    assert stats.verdict(down, 0.001, "above") == "does not hold"
+    same = stats.paired_log_ratio([100.2, 99.9, 100.1, 100.0, 99.8], [100, 100, 100, 100, 100])
+    assert stats.verdict(same, 0.9, "below") == "equivalent within ±3%"
+    wide = stats.paired_log_ratio([80, 120, 95], [100, 100, 100])
+    assert stats.verdict(wide, 0.9, "below") == "not resolved"
 
 
-def test_flash_holds_until_the_metric_drops_beyond_the_tolerance():
-    cheaper = [cell("sst2", "fp32", 100, 2, metric=0.90), cell("mrpc", "fp32", 100, 2, metric=0.85)]
-    kept = claims.claims(
-        summary(
-            *cheaper,
-            cell("sst2", "flash", 80, 2, metric=0.90),
-            cell("mrpc", "flash", 80, 2, metric=0.846),
-        )
-    )
-    two = rows_of(kept, "2")
-    assert two.loc["sst2", "compared"] == "flash / fp32"
-    assert two.loc["mrpc", "metric_change"] == pytest.approx(-0.004)
-    assert list(two["verdict"]) == ["holds", "holds", "holds"]
-
-    dropped = claims.claims(
-        summary(
-            *cheaper,
-            cell("sst2", "flash", 80, 2, metric=0.90),
-            cell("mrpc", "flash", 80, 2, metric=0.83),
-        )
-    )
-    two = rows_of(dropped, "2")
-    assert two.loc["mrpc", "ratio_ci95_high"] < 1
-    assert two.loc["mrpc", "metric_change"] == pytest.approx(-0.02)
-    assert two.loc["mrpc", "verdict"] == "does not hold"
-    assert two.loc["all tasks", "verdict"] == "holds on 1 of 2 tasks, does not hold on 1"
-    assert two.loc["all tasks", "metric_change"] == pytest.approx(-0.02)
-    lenient = rows_of(
-        claims.claims(
-            summary(*cheaper, cell("mrpc", "flash", 80, 2, metric=0.83)), metric_tolerance=0.05
-        ),
-        "2",
-    )
-    assert lenient.loc["mrpc", "verdict"] == "holds"
+def test_pooling_reports_the_task_effect():
+    same = [
+        np.log(np.full(5, 0.95)) + np.random.default_rng(i).normal(0, 0.01, 5) for i in range(3)
+    ]
+    pooled, p_task = stats.pooled_log_ratio(same)
+    assert pooled.n == 15 and pooled.ratio == pytest.approx(0.95, rel=0.01) and p_task > 0.05
+    differ = [
+        np.log(np.full(5, x)) + np.random.default_rng(7).normal(0, 0.01, 5) for x in (0.8, 1.2)
+    ]
+    assert stats.pooled_log_ratio(differ)[1] < 0.001
 
 
-def test_claim_4_names_the_runner_up_and_leaves_overlaps_unresolved():
-    presets = {"fp32": 100, "int8": 250, "autocast_fp16": 60, "autocast_bf16": 55, "flash": 95}
-    table = claims.claims(
-        summary(
-            *(cell("sst2", t, e) for t, e in presets.items()),
-            cell("sst2", "fp16", 40, 1),
-            cell("sst2", "fp16_flash", 30, 1),
-            *(cell("mrpc", t, e) for t, e in presets.items()),
-            cell("mrpc", "fp16", 40, 3),
-            cell("mrpc", "fp16_flash", 39, 3),
-            cell("rte", "fp32", 100),
-            cell("rte", "autocast_bf16", 20, 1),
-            cell("rte", "fp16_flash", 30, 1),
-        )
-    )
-    four = rows_of(table, "4")
-    assert four.loc["sst2", "compared"] == "fp16_flash / fp16"
-    assert four.loc["sst2", "energy_ratio"] == pytest.approx(0.75)
-    assert four.loc["sst2", "verdict"] == "holds"
-    assert four.loc["mrpc", "compared"] == "fp16_flash / fp16"
-    assert four.loc["mrpc", "verdict"] == "not resolved"
-    assert four.loc["rte", "compared"] == "fp16_flash / autocast_bf16"
-    assert four.loc["rte", "cells"] == "rte-fp16_flash / rte-autocast_bf16"
-    assert four.loc["rte", "verdict"] == "does not hold"
-    overall = four.loc["all tasks"]
-    assert overall["compared"] == "fp16_flash / autocast_bf16, fp16_flash / fp16"
-    assert overall["verdict"] == "holds on 1 of 3 tasks, does not hold on 1, not resolved on 1"
+def trials(per_cell: dict, tasks=("sst2", "mrpc"), metric=None) -> pd.DataFrame:
+    """Trial rows of cells at the original setting: technique -> per-trial J/1k."""
+    rows = []
+    for task in tasks:
+        for technique, energies in per_cell.items():
+            for i, e in enumerate(energies):
+                rows.append(
+                    {
+                        "profile": "p",
+                        "task": task,
+                        "technique": technique,
+                        "batch_size": 16,
+                        "padding": "max_length",
+                        "max_length": 128,
+                        "trial": i,
+                        "status": "ok",
+                        "cell_id": f"{task}-{technique}",
+                        "j_per_1k_samples": e,
+                        "dynamic_j_per_1k_samples": e / 2,
+                        "n_samples": 800,
+                        "passes": 2,
+                        "metric": "accuracy",
+                        "attention_kernel": "memory-efficient",
+                        "metric_value": (metric or {}).get(technique, 0.9),
+                    }
+                )
+    return pd.DataFrame(rows)
 
 
-def test_missing_cells_are_not_measured_and_other_settings_are_ignored():
-    table = claims.claims(
-        summary(
-            cell("sst2", "fp32", 100, 5),
-            cell("sst2", "int8", 300, 10),
-            cell("sst2", "compile+int8", 120, 5),
-            cell("sst2", "fp32+compile", 60, 5),
-            cell("mrpc", "fp32", 100, 5),
-            cell("mrpc", "int8", 300, 10, batch_size=64),
-            cell("mrpc", "int8+compile", 300, 10),
-            cell("rte", "fp32", 100, 5),
-            cell("rte", "int8", 300, 10, scope="end_to_end"),
-        )
-    )
-    one = rows_of(table, "1")
-    assert one.loc["sst2", "verdict"] == "holds"
-    assert one.loc[["mrpc", "rte"], "verdict"].tolist() == ["not measured"] * 2
-    assert one.loc["mrpc", "cells"] == "- / mrpc-fp32"
-    assert math.isnan(one.loc["mrpc", "energy_ratio"])
-    # measured on one task: its verdict is the claim's
-    assert one.loc["all tasks", "verdict"] == "holds"
-    assert one.loc["all tasks", "energy_ratio"] == pytest.approx(3.0)
-    compiled = rows_of(table, "1b")
-    assert list(compiled.index) == ["sst2", "mrpc", "all tasks"]  # rte has neither cell
-    assert compiled.loc["sst2", "cells"] == "sst2-compile+int8 / sst2-fp32+compile"
-    assert compiled.loc["sst2", "verdict"] == "holds"
-    assert compiled.loc["mrpc", "verdict"] == "not measured"
-    assert rows_of(table, "3").loc["all tasks", "verdict"] == "not measured"
-    assert rows_of(table, "3").loc["all tasks", "compared"] == "fp16 / autocast_fp16"
+def test_claims_are_judged_per_task_and_pooled_with_one_family():
+    frame = trials({"fp32": [100, 101, 99, 100, 102], "flash": [95, 96, 94, 95, 97]})
+    table = claims.claims(frame)
+    claim2 = table[table["claim"].str.startswith("2 ")]
+    assert list(claim2["task"]) == ["sst2", "mrpc", "pooled"]
+    assert claim2["n"].tolist() == [5, 5, 10]
+    assert claim2["ratio"].iloc[-1] == pytest.approx(0.95, rel=0.01)
+    assert (claim2["verdict"] == "holds").all()
+    assert claim2["above_idle"].iloc[-1] == pytest.approx(0.95, rel=0.01)
+    assert len(table) == 3  # the family: only claim 2 has its cells
 
 
-def test_claims_markdown_shows_every_claims_verdict():
-    records = summary(
-        cell("sst2", "fp32", 100, 5),
-        cell("sst2", "int8", 300, 10),
-        cell("mrpc", "fp32", 100, 5),
-        cell("mrpc", "int8", 105, 10),
-        cell("sst2", "flash", 80, 2),
-        cell("sst2", "fp16", 40, 1),
-        cell("sst2", "autocast_fp16", 60, 2),
-        cell("sst2", "fp16_flash", 30, 1),
-    )
-    text = tables.claims_markdown(records)
-    assert text == tables.claims_markdown(records)
-    overall = claims.claims(records).query("task == 'all tasks'")
-    assert len(overall) == len(claims.CLAIMS)
-    lines = text.splitlines()
-    for claim, verdict in zip(overall["claim"], overall["verdict"], strict=True):
-        [line] = [line for line in lines if line.startswith(f"| {claim} |")]
-        assert f"**{verdict}**" in line
-    [one] = [line for line in lines if line.startswith("| 1 ")]
-    assert "**holds on 1 of 2 tasks, not resolved on 1**" in one
-    assert "sst2 3.00 [2.82, 3.18] holds · mrpc 1.05 [" in one
-    assert "batch 16, max_length 128" in text
+def test_a_metric_drop_of_more_than_one_example_breaks_a_kept_claim():
+    energies = {"fp32": [100, 101, 99, 100, 102], "flash": [95, 96, 94, 95, 97]}
+    one = trials(energies, metric={"flash": 0.9 - 1 / 400})  # one example of 400
+    assert (claims.claims(one)["verdict"] == "holds").all()
+    two = trials(energies, metric={"flash": 0.9 - 3 / 400})  # 0.0075 > 0.005
+    assert (claims.claims(two)["verdict"] == "does not hold (metric)").all()
+    assert claims.claims(two)["examples_changed"].iloc[0] == -3
 
 
-def test_an_empty_summary_has_nothing_to_judge():
-    table = claims.claims(summary())
-    assert table.empty and list(table.columns) == claims.CLAIM_COLUMNS
-    assert tables.claims_markdown(summary()) == "No measured cell: nothing to judge."
-
-
-def test_a_small_metric_change_never_reads_as_zero():
-    assert tables.signed_change(0.0) == "0"
-    assert tables.signed_change(-1.97e-5) == "-2.0e-05"
-    assert tables.signed_change(0.0072) == "+0.0072"
-    assert tables.signed_change(float("nan")) == ""
+def test_the_markdown_names_the_family_and_escapes_nothing_it_should_not():
+    frame = trials({"fp32": [100, 101, 99, 100, 102], "flash": [100, 101, 99, 100, 102]})
+    text = tables.claims_markdown(frame)
+    assert "The family is all 3 tests" in text and "**equivalent within ±3%** (pooled)" in text
+    assert tables.claims_markdown(frame.iloc[0:0]) == "No measured cell: nothing to judge."

@@ -28,6 +28,7 @@ def _rebuild(config: dict) -> dict:
         warmup_s=measure["warmup_s"],
         trials=measure["trials"],
         min_window_s=measure["min_window_s"],
+        preroll_s=measure.get("preroll_s", 0.0),
         scope=config.get("scope", "model"),
         tokenize_workers=config.get("tokenize_workers", 1),
         order=config.get("order", "sequential"),
