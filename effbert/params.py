@@ -24,7 +24,7 @@ ON_MISSING = ("error", "skip")
 ALL = "every notebook"
 
 
-MEASURE = "00-check and the measurement notebooks (20-60)"
+MEASURE = "00-check, the measurement (20, 25) and technique (30-60) notebooks"
 
 
 FINETUNE = "10-finetune"
@@ -112,7 +112,7 @@ class Params:
     combinations: list[dict] = _param(
         [],
         "cells beyond the grid: [{technique: bf16+flash+compile, batch_size: 512, padding: "
-        "bucketed}, ...] (measured by 70-frontier)",
+        "bucketed}, ...] (measured by 25-frontier)",
     )
     scope: str = _param(
         "model",

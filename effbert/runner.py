@@ -38,6 +38,7 @@ class NotebookRun:
     stem: str
     status: str  # "ok", "failed" or "not run"; "(earlier run)" when --only left it out
     message: str = ""
+    about: str = ""  # the notebook's subtitle: what it shows
 
 
 def notebook_paths(notebooks_dir: Path = cfg.NOTEBOOKS_DIR) -> list[Path]:
@@ -211,6 +212,8 @@ def _selected(paths: list[Path], only: list[str] | None) -> list[Path]:
 
 def _run_locked(params, profile_name, paths, selected, declared, out, force, shard):
     notebook_runs = [earlier_run(out["executed"], p.stem) for p in paths]
+    for path, run in zip(paths, notebook_runs, strict=True):
+        run.about = subtitle(path)
     given = {
         "profile": profile_argument(profile_name),
         "reports_dir": cfg.project_relative(out["root"]),
@@ -290,6 +293,14 @@ def _resume_hint(params: Params, out: dict[str, Path], profile_name: str) -> str
         f"`python -m effbert run --profile {profile_name} --reports-dir "
         f"{cfg.project_relative(out['root'])}`: finished cells are read back, not measured again"
     )
+
+
+def subtitle(path: Path) -> str:
+    """A notebook's one-line ``>`` subtitle (what it shows), "" where it has none."""
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.startswith("# > "):
+            return line[4:].strip()
+    return ""
 
 
 def profile_argument(profile_name: str) -> str:

@@ -169,6 +169,7 @@ def comparison(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
         "technique",
         "j_per_1k_samples_mean",
         "j_per_1k_samples_ci95",
+        "dynamic_j_per_1k_samples_mean",
         "energy_vs_base",
         "energy_vs_base_ci95",
         "samples_per_s_mean",
@@ -178,6 +179,7 @@ def comparison(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
         "metric_value",
         "metric_change",
         "latency_p50_ms",
+        "attention_kernel",
         "cv_flag",
     ]
     return table[columns].sort_values(keys + ["technique"]).reset_index(drop=True)

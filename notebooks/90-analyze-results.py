@@ -8,14 +8,14 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
 
 # %% [markdown]
 # # Analyze the results
-# > Which techniques make DistilBERT cheaper in energy, and at what cost in accuracy.
+# > The answer first: per task the original configuration beside the best one measured, then the original study's claims judged, then every cell, the method and the provenance.
 #
 # Reads only the records the measurement notebooks wrote; it never touches the GPU, so it
 # re-runs anywhere in seconds.
@@ -26,34 +26,47 @@ reports_dir: str = "reports"  # results, figures and reports go here
 
 # %% [markdown]
 # ## Setup
-# The profile's records: where and with what they were measured.
 
 # %%
-from effbert import config, figures, profiles, results, stats, tables
+from IPython.display import Image, Markdown, display
+
+from effbert import carryover, config, figures, profiles, results, runs, stats, tables
 
 settings = profiles.load(profile, inputs=False)
-baseline_technique = settings.baseline_technique
 paths = config.reports_paths(reports_dir)
 trials = results.read_results(paths["results"], settings.profile)
 summary = stats.summarize(trials)
-tables.provenance_sheet(trials)
+saved = figures.save_all(summary, paths["figures"], settings.baseline_technique)
 
 # %% [markdown]
-# ## Results
-# One row per cell: means with 95% confidence half-widths over the trials.
+# ## The answer
+# Per task: the original study's configuration (fp32, batch 16, every input padded to 128) and
+# the cheapest cell measured whose metric stays within 0.02 of it, in total and above the GPU's
+# idle power. Where a runner-up's interval overlaps the best's, the table calls it a tie.
 
 # %%
-from IPython.display import Markdown
+Markdown(tables.headline_markdown(summary))
 
+# %% [markdown]
+# The same, one lever at a time, where the records hold the waterfall's cells:
+
+# %%
+figures.waterfall(summary)
+
+# %% [markdown]
+# ## The original study's claims
+
+# %%
+Markdown(tables.claims_markdown(trials))
+
+# %% [markdown]
+# ## Every cell
+# One row per cell: means with 95% half-widths over the trials, beside the baseline.
+
+# %%
 Markdown(tables.comparison_markdown(summary))
 
 # %%
-saved = figures.save_all(summary, paths["figures"], baseline_technique)
-[str(p.relative_to(paths["root"])) for p in saved]
-
-# %%
-from IPython.display import Image, display
-
 for path in saved:
     display(Image(filename=str(path)))
 
@@ -61,25 +74,34 @@ for path in saved:
 # Cells flagged for trial-to-trial variation above `max_cv`, and cells that were skipped:
 
 # %%
-summary[summary["cv_flag"]][["task", "technique", "batch_size"]]
+summary[summary["cv_flag"].fillna(False).astype(bool)][["task", "technique", "batch_size"]]
 
 # %%
 trials[trials["status"] == "skipped"][["task", "technique", "reason"]].drop_duplicates()
 
 # %% [markdown]
-# ## The original study's claims
-# Each claim judged from the records, task by task, with the rules stated under the table.
+# Written from the records: each technique at the setting with the most techniques.
 
 # %%
-Markdown(tables.claims_markdown(trials))
+Markdown(tables.findings(summary, settings.baseline_technique))
 
 # %% [markdown]
-# ## Conclusion
-# Written from the records above, not by hand: each finding with its numbers and the cells
-# (ids in `results/cells/`) it comes from.
+# ## How the windows were measured
+# Carry-over: a window's power deviation from its cell's mean against the power of the window
+# before it (another cell's, in interleaved rounds). A slope near 0 means independent windows;
+# the pre-roll before each window (`preroll_s`) is there to make it so.
 
 # %%
-Markdown(tables.findings(summary, baseline_technique))
+carryover.carry_over_table(trials)
+
+# %% [markdown]
+# ## Provenance and GPU time
+
+# %%
+tables.provenance_sheet(trials)
+
+# %%
+Markdown(runs.time_markdown(paths["root"], settings.profile) or "No whole run is recorded.")
 
 # %% [markdown]
 # ## Checks

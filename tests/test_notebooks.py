@@ -41,8 +41,15 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
             images = [o for o in outputs(executed) if "image/png" in o.get("data", {})]
             assert images, f"{run.stem} draws but holds no image/png output"
     for name in figures.FIGURES:
-        if name != "scopes":  # drawn only for end-to-end cells, which smoke has none of
+        if name not in ("scopes", "waterfall"):  # drawn only where their cells are measured
             assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
+    for run in notebook_runs:
+        if "-teach-" in run.stem:  # a technique notebook: its figure and its kernel table
+            shown = outputs(tmp_path / "executed" / f"{run.stem}.ipynb")
+            assert any("image/png" in o.get("data", {}) for o in shown), run.stem
+            assert any("top kernels" in o.get("data", {}).get("text/html", "") for o in shown)
+            page = (tmp_path / f"{run.stem}.html").read_text()
+            assert "apply_" in page or "PackedClassifier" in page, run.stem  # the code, shown
 
     results = pd.read_csv(tmp_path / "results" / "results.csv")
     assert set(results["profile"]) == {"smoke"}
@@ -85,7 +92,7 @@ def test_a_profile_that_narrows_techniques_runs_every_notebook(tmp_path):
     assert [r.status for r in runs] == ["ok"] * len(runs), [(r.stem, r.message) for r in runs]
     results = pd.read_csv(tmp_path / "reports" / "results" / "results.csv")
     assert set(results["technique"]) == {"fp32", "fp16_flash"}
-    frontier = tmp_path / "reports" / "executed" / "70-measure-frontier.ipynb"
+    frontier = tmp_path / "reports" / "executed" / "25-measure-frontier.ipynb"
     printed = "".join(o.get("text", "") for o in outputs(frontier, "stream"))
     assert "profile 'narrow' selects no cell here" in printed
 

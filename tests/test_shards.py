@@ -45,8 +45,8 @@ def test_more_shards_than_tasks_say_so():
 def test_two_shards_copied_together_hold_one_runs_cells_and_analyse(tmp_path):
     for shard in ("1/2", "2/2"):
         folder = tmp_path / shard.replace("/", "-of-")
-        runs = runner.run_profile("smoke", folder, only=["00", "20", "70"], shard=shard)
-        assert all(r.status == "ok" for r in runs if r.stem[:2] in ("00", "20", "70")), runs
+        runs = runner.run_profile("smoke", folder, only=["00", "20", "25"], shard=shard)
+        assert all(r.status == "ok" for r in runs if r.stem[:2] in ("00", "20", "25")), runs
     union = tmp_path / "union"
     for folder in (tmp_path / "1-of-2", tmp_path / "2-of-2"):
         shutil.copytree(
