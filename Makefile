@@ -36,13 +36,14 @@ help: ## list the targets
 setup: $(VENV)/.installed ## create .venv and install effbert with its lab and dev groups
 
 LAB_FLAGS ?=
-lab: setup ## open the notebooks in JupyterLab (LAB_FLAGS="--port 8899 --no-browser", ...)
-	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_FLAGS) notebooks/
+lab: setup ## open JupyterLab at the project root, on the notebooks (LAB_FLAGS="--port 8899 --no-browser", ...)
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) \
+		--ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(LAB_FLAGS)
 
 sync: setup ## pair notebooks/*.py with .ipynb (jupytext) after editing either
 	$(VENV)/bin/jupytext --sync notebooks/[0-9]*.py
 
-smoke: ## run the whole study on the smoke profile (CPU, offline, < 2 min)
+smoke: ## every notebook on the smoke profile (CPU, offline; about 4 min on 2 cores)
 	$(MAKE) reproduce PROFILE=smoke
 
 reproduce: setup ## run the study: PROFILE=seed (default; GPU + Hub), offline-gpu or smoke

@@ -153,23 +153,59 @@ def waterfall(summary: pd.DataFrame) -> Figure:
     fig = ReportFigure(figsize=(9, 1.2 + 0.45 * max(len(w) for w in tables.values()) * len(tables)))
     axes = fig.subplots(len(tables), 1, squeeze=False)[:, 0]
     for ax, (task, table) in zip(axes, tables.items(), strict=True):
-        y = np.arange(len(table))[::-1]
-        ax.barh(y, table["j_per_1k"], color="C0", label="total")
-        ax.barh(y, table["above_idle_j_per_1k"], color="C1", height=0.45, label="above idle")
-        ax.set_xscale("log")
-        ax.set_yticks(y, table["lever"], fontsize=8)
-        for yi, row in zip(y, table.itertuples(), strict=True):
-            label = f"{row.j_per_1k:.3g} J/1k"
-            if pd.notna(row.factor):
-                label += f"  ({row.factor:.2f}× [{row.low:.2f}, {row.high:.2f}])"
-            ax.text(row.j_per_1k * 1.08, yi, label, va="center", fontsize=7)
-        ax.set_xlim(right=table["j_per_1k"].max() * 12)
-        ax.set_title(task, fontsize=9, loc="left")
-        ax.set_xlabel("J per 1000 samples (log scale)")
-    axes[0].legend(loc="lower right", fontsize=7, frameon=False)
+        _log_bars(ax, table, task)
     fig.suptitle("From the original configuration to the best, one lever at a time", fontsize=10)
     fig.set_layout_engine("constrained")
     return fig
+
+
+def floor(summary: pd.DataFrame, task: str) -> Figure:
+    """One task's cells, cheapest last: energy per sample in total and above idle on a log
+    scale, each labelled with how many times less than the original configuration it uses."""
+    cells = summary[(summary["task"] == task) & summary[f"{ENERGY}_mean"].notna()]
+    if cells.empty:
+        return _message(f"No cell of {task} was measured with energy.")
+    cells = cells.sort_values(f"{ENERGY}_mean", ascending=False)
+    original = cells.iloc[0][f"{ENERGY}_mean"]
+    table = pd.DataFrame(
+        {
+            "lever": [
+                f"{t}, batch {b}"
+                for t, b in zip(cells["technique"], cells["batch_size"], strict=True)
+            ],
+            "j_per_1k": cells[f"{ENERGY}_mean"].to_numpy(),
+            "above_idle_j_per_1k": cells["dynamic_j_per_1k_samples_mean"].to_numpy(),
+            "factor": original / cells[f"{ENERGY}_mean"].to_numpy(),
+            "low": np.nan,
+            "high": np.nan,
+        }
+    )
+    table.loc[0, "factor"] = np.nan
+    fig = ReportFigure(figsize=(9, 1.4 + 0.42 * len(table)))
+    _log_bars(fig.subplots(), table, task)
+    fig.suptitle(f"{task}: energy per sample, each cell against the first", fontsize=10)
+    fig.set_layout_engine("constrained")
+    return fig
+
+
+def _log_bars(ax, table: pd.DataFrame, title: str) -> None:
+    """Horizontal bars of ``j_per_1k`` (total) over ``above_idle_j_per_1k``, log scale, each
+    labelled with its value and ``factor`` (with ``low``-``high`` where known)."""
+    y = np.arange(len(table))[::-1]
+    ax.barh(y, table["j_per_1k"], color="C0", label="total")
+    ax.barh(y, table["above_idle_j_per_1k"], color="C1", height=0.45, label="above idle")
+    ax.set_xscale("log")
+    ax.set_yticks(y, table["lever"], fontsize=8)
+    for yi, row in zip(y, table.itertuples(), strict=True):
+        label = f"{row.j_per_1k:.3g} J/1k"
+        if pd.notna(row.factor):
+            interval = f" [{row.low:.2f}, {row.high:.2f}]" if pd.notna(row.low) else ""
+            label += f"  ({row.factor:.2f}×{interval})"
+        ax.text(row.j_per_1k * 1.08, yi, label, va="center", fontsize=7)
+    ax.set_xlim(right=table["j_per_1k"].max() * 12)
+    ax.set_title(title, fontsize=9, loc="left")
+    ax.set_xlabel("J per 1000 samples (log scale)")
+    ax.legend(loc="lower right", fontsize=7, frameon=False)
 
 
 def scopes(summary: pd.DataFrame) -> Figure:

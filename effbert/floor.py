@@ -3,15 +3,11 @@ share of the GPU's dense 16-bit peak it reached; end-to-end cells beside the for
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
-from effbert import config as cfg
-from effbert import results
 from effbert.kernels import kernel_check_text
-from effbert.stats import energy_ratio, original_cell, single_device, summarize
-from effbert.tables import _mean_ci, markdown_table
+from effbert.stats import energy_ratio, original_cell, single_device
+from effbert.tables import _mean_ci
 
 # DistilBERT's encoder: 6 layers of 4 d^2 (attention projections) + 2 d f (FFN) multiply-adds
 # per token, d = 768, f = 3072; attention scores add little at GLUE lengths.
@@ -138,31 +134,3 @@ def end_to_end_table(summary: pd.DataFrame, cpu_power_per_core_w: float = 7.5) -
             row["with CPU estimate"] = f"{with_cpu:.2f}"
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-FLOOR_README_COLUMNS = [
-    "technique",
-    "batch",
-    "padding",
-    "J/1k",
-    "J/1k above idle",
-    "samples/s",
-    "metric",
-    "metric change",
-    "original / this",
-    "16-bit peak",
-    "kernel check",
-]
-
-
-def floor_markdown(reports_dir: str | Path) -> str:
-    """The README's energy-floor table, from a floor profile's committed records."""
-    trials = results.read_results(cfg.reports_paths(reports_dir)["results"])
-    table = floor_table(summarize(trials), trials)
-    return markdown_table(table[FLOOR_README_COLUMNS], digits=3)
-
-
-def end_to_end_markdown(reports_dir: str | Path) -> str:
-    """The README's end-to-end table, from the e2e profile's committed records."""
-    trials = results.read_results(cfg.reports_paths(reports_dir)["results"])
-    return markdown_table(end_to_end_table(summarize(trials)))

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from effbert import claims, results, runs, tables
+from effbert import claims, results, tables
 from effbert import config as cfg
-from effbert.stats import summarize
+from effbert.stats import original_cell, summarize
+from effbert.tasks import TASKS, get_task
 
 FORMATS = ("markdown", "csv", "json")
 
@@ -182,15 +183,86 @@ def summary_table(
     return tables.comparison_markdown(summary, task)
 
 
-def published_markdown(reports_dir: str | Path, profile: str) -> str:
-    """The README's account of a published run, all printed from its records: the headline,
-    the original study's claims judged, the findings and, where workers ran, the GPU time."""
+def answer_markdown(reports_dir: str | Path, profile: str, rows: int = 5) -> str:
+    """The README's answer, printed from a floor profile's records: the best cell measured
+    against the original configuration in the same run, in one sentence with its numbers and
+    provenance, and a table of ``rows`` cells from the original to the best."""
     trials = results.read_results(cfg.reports_paths(reports_dir)["results"], profile)
     summary = summarize(trials)
-    parts = [
-        tables.headline_markdown(summary),
-        tables.claims_markdown(trials),
-        tables.findings(summary),
-        runs.gpu_time_markdown(reports_dir, profile),
-    ]
-    return "\n\n".join(p for p in parts if p)
+    ok = summary.dropna(subset=["j_per_1k_samples_mean"])
+    first = next((t for t in ["sst2", *TASKS] if t in set(ok["task"])), None)  # SST-2 first
+    ok = ok[ok["task"] == first]
+    original = original_cell(ok) if not ok.empty else None
+    if original is None:
+        return "No task has the original configuration measured with energy: no answer yet."
+    ok = ok.sort_values("j_per_1k_samples_mean")
+    best = ok.iloc[0]
+    first = trials[trials["cell_id"] == best["cell_id"]].iloc[0]
+    dev_rows = int(round(first["n_samples"] / first["passes"]))
+    ratio = original["j_per_1k_samples_mean"] / best["j_per_1k_samples_mean"]
+    changed = round(abs(best["metric_value"] - original["metric_value"]) * dev_rows)
+    sentence = (
+        f"On one {first['device_name']}, DistilBERT classifies {get_task(best['task']).folder}'s "
+        f"{dev_rows} dev sentences for **{best['j_per_1k_samples_mean']:.2f} J per 1000 "
+        f"samples** ({best['dynamic_j_per_1k_samples_mean']:.2f} above the GPU's idle power): "
+        f"**{ratio:.1f}× less energy** than the original study's configuration (fp32, batch "
+        f"16, every input padded to 128 tokens, {original['j_per_1k_samples_mean']:.1f} J/1k) "
+        f"measured in the same run, at {best['metric']} {best['metric_value']:.4f} against "
+        f"{original['metric_value']:.4f} (a difference of {changed} of {dev_rows} sentences). The "
+        f"cheapest cell measured: `{best['technique']}`, batch {best['batch_size']}."
+    )
+    provenance = (
+        f"Profile [`{profile}`](params/{profile}.yaml), {str(first['measured_at'])[:10]}, "
+        f"driver {first['driver']}, torch {first['torch']}, effbert `{first['git_sha']}`; "
+        f"records in [`{cfg.project_relative(reports_dir)}`]({cfg.project_relative(reports_dir)}/)."
+    )
+    # the original, the dearest other cell, the cheapest of each attention kernel family
+    dearest = ok[ok["cell_id"] != original["cell_id"]]
+    chosen = {original["cell_id"], *dearest.iloc[-1:]["cell_id"]}
+    chosen |= set(ok.drop_duplicates("attention_kernel")["cell_id"])
+    picked = ok[ok["cell_id"].isin(chosen)].sort_values("j_per_1k_samples_mean", ascending=False)
+    picked = pd.concat([picked.iloc[:1], picked.iloc[1:].tail(rows - 1)])
+    table = pd.DataFrame(
+        {
+            "configuration": [
+                f"`{t}`, batch {b}"
+                for t, b in zip(picked["technique"], picked["batch_size"], strict=True)
+            ],
+            "J/1k": [
+                f"{m:.2f} ± {c:.2f}"
+                for m, c in zip(
+                    picked["j_per_1k_samples_mean"], picked["j_per_1k_samples_ci95"], strict=True
+                )
+            ],
+            "above idle": picked["dynamic_j_per_1k_samples_mean"].map("{:.2f}".format),
+            "original / this": (
+                original["j_per_1k_samples_mean"] / picked["j_per_1k_samples_mean"]
+            ).map("{:.1f}×".format),
+            best["metric"]: picked["metric_value"].map("{:.4f}".format),
+        }
+    )
+    return f"{sentence}\n\n{provenance}\n\n{tables.markdown_table(table)}"
+
+
+def claims_lines(reports_dir: str | Path, profile: str) -> str:
+    """One line per claim of the original study, its verdict pooled over tasks (or its task's)
+    with the ratio and 95% interval, from a published run's records."""
+    trials = results.read_results(cfg.reports_paths(reports_dir)["results"], profile)
+    table = claims.claims(trials)
+    if table.empty:
+        return "No claim has its two cells measured."
+    lines = []
+    for claim, group in table.groupby("claim", sort=False):
+        row = group.iloc[-1]
+        where = (
+            "pooled over " + str(len(group) - 1) + " tasks"
+            if row["task"] == "pooled"
+            else row["task"]
+        )
+        lines.append(
+            f"- {claim}: **{row['verdict']}** ({row['compared']}, {where}: "
+            f"{row['ratio']:.3f} [{row['low']:.3f}, {row['high']:.3f}]; above idle "
+            f"{row['above_idle']:.3f})"
+        )
+    lines.append(f"\n(The family: {len(table)} tests, per task and pooled, Holm-adjusted.)")
+    return "\n".join(lines)

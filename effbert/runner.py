@@ -367,7 +367,8 @@ def _execute(path: Path, parameters: dict[str, Any], out: dict[str, Path]) -> tu
         )
     except pm.PapermillExecutionError as err:
         status = "failed"
-        message = f"cell {err.cell_index} (In [{err.exec_count}]): {err.ename}: {err.evalue}"
+        said = f"{err.ename}: {err.evalue}" if err.evalue else _stderr_of(executed, err.cell_index)
+        message = f"cell {err.cell_index} (In [{err.exec_count}]): {said}"
     except OSError as err:
         return "failed", _write_failure(err, executed)
     except (KeyboardInterrupt, SystemExit):
@@ -385,6 +386,19 @@ def _execute(path: Path, parameters: dict[str, Any], out: dict[str, Path]) -> tu
     except OSError as err:
         return "failed", (message + "; " if message else "") + _write_failure(err, executed)
     return status, message
+
+
+def _stderr_of(executed: Path, cell_index: int) -> str:
+    """What a failed cell wrote to stderr: a user's error, shown in one line (effbert's
+    notebook error display), where papermill has no message."""
+    import nbformat
+
+    try:
+        cell = nbformat.read(executed, as_version=4).cells[cell_index]
+    except (OSError, IndexError, ValueError):
+        return "an error (see the executed notebook)"
+    said = [o.get("text", "") for o in cell.get("outputs", []) if o.get("name") == "stderr"]
+    return " ".join(t.strip() for t in said) or "an error (see the executed notebook)"
 
 
 def _write_failure(err: OSError, kept: Path) -> str:

@@ -9,13 +9,11 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from effbert import config as cfg
 from effbert import results
 from effbert.config import WORKER_ENV
-from effbert.stats import summarize
 from effbert.tables import markdown_table
 from effbert.techniques import COMPILED_EXECUTIONS
 
@@ -205,29 +203,6 @@ def costliest_phases(reports_dir: str | Path, profile: str, n: int = 5) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def agreement(reports_dir: str | Path, other_dir: str | Path, profile: str) -> pd.DataFrame:
-    """Cells recorded in both runs (same ``cell_id``: same inputs): J per 1k samples in each,
-    their ratio, and whether the means differ by less than the combined 95% half-widths."""
-    measure = "j_per_1k_samples"
-    trials = results.read_results(cfg.reports_paths(reports_dir)["results"], profile)
-    a = summarize(trials)
-    b = summarize(results.read_results(cfg.reports_paths(other_dir)["results"], profile))
-    both = a.merge(b[["cell_id", f"{measure}_mean", f"{measure}_ci95"]], on="cell_id")
-    mean_a, mean_b = both[f"{measure}_mean_x"], both[f"{measure}_mean_y"]
-    allowed = np.hypot(both[f"{measure}_ci95_x"], both[f"{measure}_ci95_y"])
-    gpu = trials.groupby("cell_id")["worker_gpu"].first()
-    return pd.DataFrame(
-        {
-            "task": both["task"],
-            "technique": both["technique"],
-            "batch_size": both["batch_size"],
-            "worker_gpu": both["cell_id"].map(gpu),
-            "ratio": (mean_a / mean_b).round(3),
-            "agrees": (mean_a - mean_b).abs() <= allowed,
-        }
-    )
-
-
 def time_markdown(reports_dir: str | Path, profile: str) -> str:
     """A whole run's GPU time (``gpu_time_markdown``), where it went (``time_split``) and the
     costliest cells (``costliest_phases``), printed from its records."""
@@ -242,25 +217,4 @@ def time_markdown(reports_dir: str | Path, profile: str) -> str:
             "kernel and metric passes after the windows), in seconds:",
             markdown_table(costliest_phases(reports_dir, profile)),
         ]
-    )
-
-
-def agreement_markdown(reports_dir: str | Path, other_dir: str | Path, profile: str) -> str:
-    """How many cells of one run agree with the same cells of another (``agreement``)."""
-    table = agreement(reports_dir, other_dir, profile)
-    if table.empty:
-        return ""
-    off = table[~table["agrees"]]
-    listed = "; ".join(
-        f"{r.task} {r.technique} (batch {r.batch_size}) {r.ratio:.2f}×" for r in off.itertuples()
-    )
-    workers = table.dropna(subset=["worker_gpu"]).groupby("worker_gpu")["agrees"]
-    per_gpu = ", ".join(f"GPU {gpu} {int(a.sum())} of {len(a)}" for gpu, a in workers)
-    return (
-        f"{int(table['agrees'].sum())} of {len(table)} cells agree within their combined 95% "
-        f"intervals"
-        + (f" (by the GPU that measured them: {per_gpu})" if per_gpu else "")
-        + f"; energy per sample here over there ranges from {table['ratio'].min():.2f}× "
-        f"to {table['ratio'].max():.2f}× (median {table['ratio'].median():.2f}×)."
-        + (f" Outside: {listed}." if listed else "")
     )

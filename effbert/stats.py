@@ -296,7 +296,8 @@ def waterfall(summary: pd.DataFrame, task: str, steps=WATERFALL_STEPS) -> pd.Dat
     """Per lever, the task's cell with it and the factor from the step before (ratio of mean
     energy per sample, 95% interval by the delta method on logs); steps without a measured
     cell are left out, so a factor may span two levers (its label says so)."""
-    frame = summary[(summary["task"] == task) & summary["j_per_1k_samples_mean"].notna()]
+    frame = with_columns(summary, SUMMARY_COLUMNS)
+    frame = frame[(frame["task"] == task) & frame["j_per_1k_samples_mean"].notna()]
     rows, previous, skipped = [], None, []
     for lever, technique, batch_size, padding in steps:
         found = frame[

@@ -30,7 +30,7 @@ reports_dir: str = "reports"  # results, figures and reports go here
 # %%
 from IPython.display import Image, Markdown, display
 
-from effbert import carryover, config, figures, profiles, results, runs, stats, tables
+from effbert import carryover, config, figures, profiles, report, results, runs, stats, tables
 
 settings = profiles.load(profile, inputs=False)
 paths = config.reports_paths(reports_dir)
@@ -48,6 +48,13 @@ saved = figures.save_all(summary, paths["figures"], settings.baseline_technique)
 Markdown(tables.headline_markdown(summary))
 
 # %% [markdown]
+# In one sentence, for the first task (SST-2 where measured), with the cells from the original
+# to the cheapest:
+
+# %%
+Markdown(report.answer_markdown(paths["root"], settings.profile))
+
+# %% [markdown]
 # The same, one lever at a time, where the records hold the waterfall's cells:
 
 # %%
@@ -55,6 +62,10 @@ figures.waterfall(summary)
 
 # %% [markdown]
 # ## The original study's claims
+# Each claim's verdict in a line (pooled where several tasks have its cells), then every test:
+
+# %%
+Markdown(report.claims_lines(paths["root"], settings.profile))
 
 # %%
 Markdown(tables.claims_markdown(trials))

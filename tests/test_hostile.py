@@ -5,7 +5,7 @@ import errno
 
 import pytest
 
-from effbert import cli, config, models, profiles, report, results, runner
+from effbert import cli, models, profiles, report, results, runner
 from tests.conftest import Study, smoke_with
 
 
@@ -152,9 +152,3 @@ def test_a_truncated_cell_file_is_named(tmp_path):
     cell.write_text(cell.read_text()[:100])
     with pytest.raises(results.StoreError, match=cell.name):
         local_study(tmp_path, glue).run(["fp32"])
-
-
-def test_the_readme_table_is_the_summary_of_the_committed_records():
-    """The README's SST-2 table is printed from reports/study, not typed by hand."""
-    table = report.summary_table("study", "reports/study", "sst2")
-    assert table.strip() in (config.PROJ_ROOT / "README.md").read_text()

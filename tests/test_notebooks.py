@@ -115,3 +115,15 @@ def test_setup_run_again_after_measure_in_one_kernel(tmp_path):
         progress_bar=False,
     )
     assert not outputs(out, "error")
+
+
+def test_notebooks_survive_a_save_unchanged():
+    """What JupyterLab writes back on save (jupytext's percent format) is the file as tracked:
+    opening and saving a notebook changes nothing the user did not change."""
+    import jupytext
+
+    for path in runner.notebook_paths():
+        text = path.read_text()
+        assert jupytext.writes(jupytext.reads(text, fmt="py:percent"), fmt="py:percent") == text, (
+            path.name
+        )

@@ -145,7 +145,7 @@ def test_defaults_live_only_in_params():
 def test_published_cells_without_fingerprints_are_legacy_shown_and_never_reused():
     """The offline-gpu run predates fingerprints: its 70 cells are read and marked legacy, and
     the same settings today make new cell ids, so none of them is reused."""
-    offline = profiles.load("offline-gpu", inputs=False)
+    offline = profiles.load("offline-gpu", inputs=False, preroll_s=0.0)  # as then: no pre-roll
     cells = results.load_cells(OFFLINE_GPU_CELLS)
     assert len(cells) == 70
     rows = results.trial_rows(cells)

@@ -68,8 +68,10 @@ def test_every_figure_is_written(tmp_path, energy):
         "tradeoff",
         "frontier",
         "scopes",
+        "waterfall",
     )
-    drawn = [n for n in figures.FIGURES if n != "scopes"]  # no end-to-end cells here
+    # no end-to-end cells here, nor the waterfall's levers
+    drawn = [n for n in figures.FIGURES if n not in ("scopes", "waterfall")]
     assert [p.name for p in paths] == [f"{n}.png" for n in drawn]
     for path in paths:
         width, height = Image.open(path).size
@@ -249,3 +251,26 @@ def test_the_scopes_figure_is_saved_only_for_records_with_end_to_end_cells(tmp_p
     both = pd.concat([forward.assign(scope="model"), forward.assign(scope="end_to_end")])
     assert stale in figures.save_all(both, tmp_path)
     assert stale.read_bytes()[:8] == PNG
+
+
+def test_the_waterfall_is_drawn_where_its_levers_are_measured(tmp_path):
+    from effbert import stats
+
+    rows = []
+    for i, (_, technique, batch_size, padding) in enumerate(stats.WATERFALL_STEPS[:4]):
+        rows.append(
+            {
+                "task": "sst2",
+                "technique": technique,
+                "batch_size": batch_size,
+                "padding": padding,
+                "j_per_1k_samples_mean": 200.0 / (i + 1),
+                "j_per_1k_samples_ci95": 1.0,
+                "dynamic_j_per_1k_samples_mean": 150.0 / (i + 1),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    table = stats.waterfall(frame, "sst2")
+    assert table["factor"].round(3).tolist()[1:] == [2.0, 1.5, 1.333]
+    assert figures.has_waterfall(frame) and figures.waterfall(frame).axes
+    assert (tmp_path / "waterfall.png") not in figures.save_all(frame.iloc[:2], tmp_path)

@@ -34,8 +34,8 @@ def test_a_published_reports_folder_is_written_only_with_force(capsys):
 
 
 def test_unknown_only_values_are_refused(tmp_path, capsys):
-    assert cli.main(["run", "--only", "55", "--reports-dir", str(tmp_path)]) == 2
-    assert "--only 55 names no notebook" in capsys.readouterr().err
+    assert cli.main(["run", "--only", "77", "--reports-dir", str(tmp_path)]) == 2
+    assert "--only 77 names no notebook" in capsys.readouterr().err
 
 
 def test_a_dead_kernel_fails_its_notebook_in_one_sentence(tmp_path, notebooks):  # noqa: F811
