@@ -11,7 +11,7 @@ import pandas as pd
 
 from effbert import claims, results, tables
 from effbert import config as cfg
-from effbert.stats import original_cell, summarize
+from effbert.stats import original_cell, summarize, waterfall
 from effbert.tasks import TASKS, get_task
 
 FORMATS = ("markdown", "csv", "json")
@@ -216,17 +216,39 @@ def answer_markdown(reports_dir: str | Path, profile: str, rows: int = 5) -> str
         f"driver {first['driver']}, torch {first['torch']}, effbert `{first['git_sha']}`; "
         f"records in [`{cfg.project_relative(reports_dir)}`]({cfg.project_relative(reports_dir)}/)."
     )
-    # the original, the dearest other cell, the cheapest of each attention kernel family
+    steps = waterfall(summary, best["task"])
+    table = _waterfall_rows(steps, best["metric"]) if len(steps) >= 3 else _cell_rows(ok, rows)
+    return f"{sentence}\n\n{provenance}\n\n{tables.markdown_table(table)}"
+
+
+def _padding_words(padding: str, max_length: int) -> str:
+    return {
+        "max_length": f"padded to {max_length}",
+        "longest": "padded to the batch's longest",
+        "bucketed": "padded to the batch's longest",
+        "packed": "packed, no pad tokens",
+    }.get(padding, padding)
+
+
+def _cell_rows(ok: pd.DataFrame, rows: int) -> pd.DataFrame:
+    """The original, the dearest other cell and the cheapest of each attention kernel family."""
+    original = original_cell(ok)
     dearest = ok[ok["cell_id"] != original["cell_id"]]
     chosen = {original["cell_id"], *dearest.iloc[-1:]["cell_id"]}
     chosen |= set(ok.drop_duplicates("attention_kernel")["cell_id"])
     picked = ok[ok["cell_id"].isin(chosen)].sort_values("j_per_1k_samples_mean", ascending=False)
     picked = pd.concat([picked.iloc[:1], picked.iloc[1:].tail(rows - 1)])
-    table = pd.DataFrame(
+    return pd.DataFrame(
         {
             "configuration": [
-                f"`{t}`, batch {b}"
-                for t, b in zip(picked["technique"], picked["batch_size"], strict=True)
+                f"`{t}`, batch {b}, {_padding_words(p, m)}"
+                for t, b, p, m in zip(
+                    picked["technique"],
+                    picked["batch_size"],
+                    picked["padding"],
+                    picked["max_length"],
+                    strict=True,
+                )
             ],
             "J/1k": [
                 f"{m:.2f} ± {c:.2f}"
@@ -238,7 +260,25 @@ def answer_markdown(reports_dir: str | Path, profile: str, rows: int = 5) -> str
             "original / this": (
                 original["j_per_1k_samples_mean"] / picked["j_per_1k_samples_mean"]
             ).map("{:.1f}×".format),
-            best["metric"]: picked["metric_value"].map("{:.4f}".format),
+            ok["metric"].iloc[0]: picked["metric_value"].map("{:.4f}".format),
+        }
+    )
+
+
+def _waterfall_rows(steps: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The waterfall's levers, one row each: the cell after it and the step's factor."""
+    original = steps["j_per_1k"].iloc[0]
+    return pd.DataFrame(
+        {
+            "lever (added to the row above)": steps["lever"],
+            "J/1k": steps["j_per_1k"].map("{:.2f}".format),
+            "above idle": steps["above_idle_j_per_1k"].map("{:.2f}".format),
+            "this lever": [
+                "" if pd.isna(f) else f"{f:.2f}× [{lo:.2f}, {hi:.2f}]"
+                for f, lo, hi in zip(steps["factor"], steps["low"], steps["high"], strict=True)
+            ],
+            "original / this": (original / steps["j_per_1k"]).map("{:.1f}×".format),
+            metric: steps["metric_value"].map("{:.4f}".format),
         }
     )
     return f"{sentence}\n\n{provenance}\n\n{tables.markdown_table(table)}"

@@ -316,6 +316,7 @@ def waterfall(summary: pd.DataFrame, task: str, steps=WATERFALL_STEPS) -> pd.Dat
             "padding": padding,
             "j_per_1k": cell["j_per_1k_samples_mean"],
             "above_idle_j_per_1k": cell["dynamic_j_per_1k_samples_mean"],
+            "metric_value": cell["metric_value"],
             "factor": math.nan,
             "low": math.nan,
             "high": math.nan,

@@ -54,11 +54,20 @@ def provenance_sheet(trials: pd.DataFrame) -> pd.DataFrame:
     return table.T.rename_axis(None)
 
 
+def compared(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
+    """``comparison``'s rows that have the baseline at their own setting (a cell measured only
+    at a setting the baseline never ran has no ratio to show)."""
+    table = comparison(summary, baseline)
+    if table.empty:
+        return table
+    return table[table["energy_vs_base"].notna() | table["speedup_vs_base"].notna()]
+
+
 def headline(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
     """Energy per sample relative to the baseline, task by technique, at the smallest batch size
     (throughput relative to the baseline where no energy was measured), as text with the 95%
     interval, e.g. ``0.21× ±0.01``."""
-    table = comparison(summary, baseline)
+    table = compared(summary, baseline)
     if table.empty:
         return pd.DataFrame()
     table = main_setting(table)
@@ -147,9 +156,13 @@ def findings(summary: pd.DataFrame, baseline: str = "fp32") -> str:
     """The analysis' conclusion as Markdown, generated from the records: per technique, its
     energy relative to the baseline across tasks (each ratio with its 95% interval), the largest
     change in a task metric, and the cells each finding comes from."""
-    table = comparison(summary, baseline)
+    table = compared(summary, baseline)
     if table.empty:
-        return "No measured cell: nothing to conclude."
+        return (
+            f"No setting holds {text(baseline)} beside another technique: nothing to compare."
+            if not summary.empty
+            else "No measured cell: nothing to conclude."
+        )
     table = main_setting(table)
     measured = table["energy_vs_base"].notna().any()
     ratio, half, what = (

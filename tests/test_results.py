@@ -119,3 +119,23 @@ def test_with_intervals_joins_each_mean_with_its_half_width_in_one_column():
     assert shown["j_per_1k_samples"].tolist() == ["211 ± 7.64", "4.03"]
     assert shown["samples_per_s"].tolist() == ["88,553 ± 690", "2,661 ± 36.1"]
     assert shown["prepare_s"].tolist() == ["0.123", "22.1"]
+
+
+def test_findings_compare_only_where_the_baseline_ran(tmp_path):
+    """Cells at a setting the baseline never ran (several packed cells, fp32 only at batch 16)
+    are not the compared setting: the headline and findings use the baseline's setting."""
+    cells = tmp_path / "cells"
+    results.write_cell(cells, record())
+    results.write_cell(cells, record(technique="fp16", energy=(25.0, 27.5)))
+    for technique in ("bf16+varlen", "bf16+varlen+graphs", "bf16+varlen+graphs+cls_last"):
+        packed = record(technique=technique, energy=(5.0, 5.5))
+        packed["config"].update(batch_size=512, padding="packed")
+        results.write_cell(cells, packed)
+    summary = stats.summarize(results.write_tables(tmp_path, cells))
+    head = tables.headline(summary)
+    assert list(head.columns) == ["fp32", "fp16"]
+    assert head.loc["sst2", "fp16"].startswith("0.25×")
+    assert "At batch size 16, padding max_length" in tables.findings(summary)
+    only_packed = summary[summary["padding"] == "packed"]
+    assert "nothing to compare" in tables.findings(only_packed)
+    assert tables.headline(only_packed).empty
