@@ -255,8 +255,9 @@ def scopes(summary: pd.DataFrame) -> Figure:
 
 def save_all(summary: pd.DataFrame, figures_dir: Path, technique: str = "fp32") -> list[Path]:
     """Draw every figure of ``FIGURES`` that the records can fill and save it as
-    ``figures_dir/<name>.png``: ``scopes`` only where they hold end-to-end cells (a
-    ``scopes.png`` left by an earlier run is removed, so no figure outlives its records).
+    ``figures_dir/<name>.png``: ``scopes`` only where they hold end-to-end cells, none where
+    the figure would only say that there is nothing to draw (a file left by an earlier run is
+    removed, so no figure outlives its records).
 
     Args:
         summary: Per-cell summary, as ``results.summarize`` returns it.
@@ -282,11 +283,13 @@ def save_all(summary: pd.DataFrame, figures_dir: Path, technique: str = "fp32") 
     paths = []
     for name in FIGURES:
         path = figures_dir / f"{name}.png"
-        if (name == "scopes" and not end_to_end) or (
+        skip = (name == "scopes" and not end_to_end) or (
             name == "waterfall" and not has_waterfall(summary)
-        ):
-            path.unlink(missing_ok=True)  # no figure outlives its records
+        )
+        fig = None if skip else draw[name]()
+        if fig is None or getattr(fig, "message", None):
+            path.unlink(missing_ok=True)  # no figure outlives its records, none says "nothing"
             continue
-        draw[name]().savefig(path, dpi=120)
+        fig.savefig(path, dpi=120)
         paths.append(path)
     return paths

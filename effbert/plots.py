@@ -138,6 +138,7 @@ def _message(text: str, size=(7, 2.5)) -> Figure:
     """A figure holding one centred sentence instead of empty axes."""
     fig = ReportFigure(figsize=size)
     fig.text(0.5, 0.5, text, ha="center", va="center", wrap=True, color="dimgray", fontsize=11)
+    fig.message = text  # nothing drawn: figures.save_all writes no file for it
     return fig
 
 

@@ -17,7 +17,7 @@ from effbert.tasks import TASKS, get_task
 FORMATS = ("markdown", "csv", "json")
 
 
-LANDING_FIGURES = ("tradeoff", "energy")
+LANDING_FIGURES = ("waterfall", "tradeoff", "energy")
 
 
 STYLE = """
@@ -26,7 +26,7 @@ padding:0 1rem;color:#222;line-height:1.45}
 h1{margin-bottom:.2rem}.sub{color:#555;margin-top:0}
 .scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0}
-th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right;white-space:nowrap}
+th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 img{max-width:100%;height:auto;border:1px solid #eee}
 .ok{color:#17692b}.failed,.interrupted{color:#b00020;font-weight:bold}.notrun{color:#777}
@@ -81,7 +81,9 @@ def _result(summary: pd.DataFrame, trials: pd.DataFrame, baseline: str) -> list[
         "<h2>The original study's claims</h2>",
         "<p>Pooled over the tasks where several have the cells (else the one task), paired by "
         "round, Holm-adjusted over the family; notebook 90 has every task's test.</p>",
-        _table(lead.round({"ratio": 3}), index=False),
+        _table(lead.round({"ratio": 3}), index=False)
+        if not lead.empty
+        else "<p>No claim has its two cells measured in these records.</p>",
     ]
 
 
