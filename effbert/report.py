@@ -283,7 +283,6 @@ def _waterfall_rows(steps: pd.DataFrame, metric: str) -> pd.DataFrame:
             metric: steps["metric_value"].map("{:.4f}".format),
         }
     )
-    return f"{sentence}\n\n{provenance}\n\n{tables.markdown_table(table)}"
 
 
 def claims_lines(reports_dir: str | Path, profile: str) -> str:
