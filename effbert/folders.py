@@ -66,10 +66,9 @@ def published_files(root: Path) -> list[str]:
     inside = PROJ_ROOT.resolve() in Path(root).resolve().parents
     if not (PROJ_ROOT / ".git").exists() or not inside or not Path(root).exists():
         return []  # git tracks nothing outside the checkout, nor in a folder not there
-    specs = [str(root / "index.html"), str(root / "*.html"), str(root / "executed")]
     try:
         out = subprocess.run(
-            ["git", "ls-files", "--", *specs],
+            ["git", "ls-files", "-z", "--", f":(literal){root}"],
             cwd=PROJ_ROOT,
             capture_output=True,
             text=True,
@@ -81,7 +80,16 @@ def published_files(root: Path) -> list[str]:
         raise FolderRefused(
             f"cannot tell whether {root} holds published reports (git: {out.stderr.strip()})"
         )
-    return out.stdout.split()
+    inside_root = Path(root).resolve().relative_to(PROJ_ROOT.resolve())
+    tracked = [Path(f) for f in out.stdout.split("\0") if f]
+    # what a run writes: its pages at the top of root and its executed notebooks (a published
+    # report in a folder below root, such as reports/study under reports, is not touched)
+    return [
+        str(f)
+        for f in tracked
+        if (f.parent == inside_root and f.suffix == ".html")
+        or inside_root / "executed" in f.parents
+    ]
 
 
 def refuse_published(root: Path, force: bool) -> None:

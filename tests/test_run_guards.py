@@ -167,3 +167,13 @@ def test_markup_in_every_record_field_reaches_the_analysis_html_as_text(tmp_path
     page = (tmp_path / "reports" / "90-analyze-results.html").read_text()
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
     assert MARKUP not in page
+
+
+def test_published_reports_in_subfolders_do_not_stop_a_run_into_their_parent():
+    """reports/ holds published runs in subfolders (reports/study, ...) but nothing a run into
+    reports/ writes: make smoke from a fresh clone runs there."""
+    assert folders.published_files(config.PROJ_ROOT / "reports") == []
+    study = folders.published_files(config.PROJ_ROOT / "reports" / "study")
+    assert "reports/study/index.html" in study
+    assert any(f.startswith("reports/study/executed/") for f in study)
+    assert not any(f.startswith("reports/study/results/") for f in study)
