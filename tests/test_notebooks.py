@@ -105,8 +105,8 @@ def test_setup_run_again_after_measure_in_one_kernel(tmp_path):
     nb = runner.read_notebook(config.NOTEBOOKS_DIR / "20-measure-techniques.py")
     first_setup = next(i for i, c in enumerate(nb.cells) if "Plan.from_profile" in c.source)
     nb.cells += [nbformat.from_dict(json.loads(json.dumps(c))) for c in nb.cells[first_setup:]]
-    for cell in nb.cells:
-        cell.pop("id", None)
+    for number, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{number}"  # the copies need ids of their own
     out = tmp_path / "twice.ipynb"
     pm.execute_notebook(
         nb,
