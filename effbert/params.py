@@ -219,6 +219,12 @@ class Params:
     )
 
     baseline_technique: str = _param("fp32", "techniques are compared with this one", ANALYSIS)
+    compare_with: str = _param(
+        "",
+        "another run's reports folder holding cells of this profile's configurations: energy "
+        "per sample here against there, per precision (run-to-run agreement)",
+        ANALYSIS,
+    )
 
     def finetune_settings(self, task) -> FinetuneSettings:
         """The task's fine-tune settings: its own entry over ``default`` over the field defaults."""

@@ -11,7 +11,7 @@ import pandas as pd
 
 from effbert import claims, results, tables
 from effbert import config as cfg
-from effbert.stats import original_cell, summarize, waterfall
+from effbert.stats import original_cell, run_agreement, summarize, waterfall
 from effbert.tasks import TASKS, get_task
 
 FORMATS = ("markdown", "csv", "json")
@@ -282,6 +282,35 @@ def _waterfall_rows(steps: pd.DataFrame, metric: str) -> pd.DataFrame:
             "original / this": (original / steps["j_per_1k"]).map("{:.1f}×".format),
             metric: steps["metric_value"].map("{:.4f}".format),
         }
+    )
+
+
+def agreement_markdown(trials: pd.DataFrame, compare_with: str) -> str:
+    """Run-to-run agreement (``stats.run_agreement``) with the run in ``compare_with``, a
+    reports folder, as Markdown; or why there is none."""
+    if not compare_with:
+        return (
+            "No other run to compare with: set `compare_with` in the profile to the reports "
+            "folder of a run of the same configurations."
+        )
+    where = tables.text(compare_with)
+    try:
+        other = results.read_results(cfg.reports_paths(compare_with)["results"])
+    except (FileNotFoundError, results.StoreError) as err:
+        return f"compare_with {where}: {tables.text(str(err))}"
+    table = run_agreement(trials, other)
+    if not table["shared"].iloc[-1]:
+        return f"{where} holds no cell of these configurations: nothing to compare."
+    shown = table.assign(
+        ratio=[
+            f"{r:.3f} [{lo:.3f}, {hi:.3f}]" if lo == lo else f"{r:.3f} (one cell: no interval)"
+            for r, lo, hi in zip(table["ratio"], table["low"], table["high"], strict=True)
+        ]
+    ).drop(columns=["low", "high"])
+    return (
+        f"Energy per sample here over {where}, cells of one configuration in both runs: the "
+        "geometric mean ratio with its 95% interval over the cells, per precision.\n\n"
+        + tables.markdown_table(shown)
     )
 
 

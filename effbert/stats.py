@@ -278,6 +278,54 @@ def verdict(r: Ratio, p_adjusted: float, direction: str, margin: float = EQUIVAL
     return "not resolved"
 
 
+CELL_SETTING = ["task", "technique", "batch_size", "padding", "max_length"]
+
+
+def precision_group(technique: str) -> str:
+    """The numeric format a technique computes in, for grouping cells: int8, fp8, 16-bit, fp32."""
+    for group in ("int8", "fp8"):
+        if group in technique:
+            return group
+    return "16-bit" if "16" in technique else "fp32"
+
+
+def run_agreement(this: pd.DataFrame, other: pd.DataFrame, margin: float = EQUIVALENCE_MARGIN):
+    """Energy per sample in this run against another, over the cells of one configuration
+    measured in both (trial tables): per precision group and over all, the geometric mean
+    ratio (this / other) with a t interval over the cells' log ratios, and its verdict:
+    ``differ`` where the 95% interval excludes 1, ``agree within ±x%`` where the 90% interval
+    lies inside the margin, else ``not resolved`` (more cells would resolve it)."""
+    a, b = summarize(this), summarize(other)
+    value = "j_per_1k_samples_mean"
+    shared = a.merge(b[[*CELL_SETTING, value]], on=CELL_SETTING, suffixes=("", "_other"))
+    shared = shared[(shared[value] > 0) & (shared[f"{value}_other"] > 0)]
+    logs = np.log(shared[value].to_numpy(float) / shared[f"{value}_other"].to_numpy(float))
+    groups = shared["technique"].map(precision_group).to_numpy()
+    rows = []
+    for name in [*sorted(set(groups)), "all"]:
+        chosen = logs if name == "all" else logs[groups == name]
+        r = _ratio_from_logs(
+            float(np.mean(chosen)) if len(chosen) else math.nan, chosen, len(chosen)
+        )
+        if not math.isnan(r.low) and not r.low <= 1 <= r.high:
+            said = "differ"
+        elif not math.isnan(r.low90) and 1 / (1 + margin) <= r.low90 and r.high90 <= 1 + margin:
+            said = f"agree within ±{margin:.0%}"
+        else:
+            said = "not resolved"
+        rows.append(
+            {
+                "cells": name,
+                "shared": r.n,
+                "ratio": r.ratio,
+                "low": r.low,
+                "high": r.high,
+                "verdict": said,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 # The headline taken apart: from the original configuration to the best, one lever a step.
 WATERFALL_STEPS = [
     ("original: fp32, batch 16, padded to 128", "fp32", 16, "max_length"),

@@ -106,6 +106,13 @@ Markdown(tables.findings(summary, settings.baseline_technique))
 carryover.carry_over_table(trials)
 
 # %% [markdown]
+# Run to run: the same configurations measured in another run (`compare_with`), energy per
+# sample here over there; "differ" where the interval excludes 1.
+
+# %%
+Markdown(report.agreement_markdown(trials, settings.compare_with))
+
+# %% [markdown]
 # ## Provenance and GPU time
 
 # %%

@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -139,3 +140,28 @@ def test_findings_compare_only_where_the_baseline_ran(tmp_path):
     only_packed = summary[summary["padding"] == "packed"]
     assert "nothing to compare" in tables.findings(only_packed)
     assert tables.headline(only_packed).empty
+
+
+def test_run_agreement_tells_a_shift_from_agreement(tmp_path):
+    """Two runs of the same configurations: 16-bit cells 6% cheaper here, fp32 cells within
+    0.5%; per precision and over all, a t interval over the cells' log ratios."""
+    from scipy import stats as scipy_stats
+
+    def run(folder, shift_16bit, wobble):
+        cells = folder / "cells"
+        for i, task in enumerate(("sst2", "mrpc", "cola", "rte")):
+            w = 1 + wobble * (-1) ** i
+            results.write_cell(cells, record(task, "fp32", energy=(100 * w, 100 * w)))
+            e16 = 20 * shift_16bit * (1 + 0.01 * i)
+            results.write_cell(cells, record(task, "fp16", energy=(e16, e16)))
+        return results.write_tables(folder, cells)
+
+    here, there = run(tmp_path / "a", 0.94, 0.005), run(tmp_path / "b", 1.0, 0.0)
+    table = stats.run_agreement(here, there).set_index("cells")
+    assert table.loc["16-bit", "verdict"] == "differ"
+    assert table.loc["16-bit", "ratio"] == pytest.approx(0.94, rel=1e-6)
+    assert table.loc["fp32", "verdict"] == "agree within ±3%"
+    logs = np.log([0.94] * 4 + [1.005, 0.995, 1.005, 0.995])
+    low, high = scipy_stats.t.interval(0.95, 7, loc=logs.mean(), scale=scipy_stats.sem(logs))
+    assert table.loc["all", ["low", "high"]].tolist() == pytest.approx(np.exp([low, high]))
+    assert table.loc["all", "shared"] == 8
