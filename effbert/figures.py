@@ -287,7 +287,7 @@ def save_all(summary: pd.DataFrame, figures_dir: Path, technique: str = "fp32") 
             name == "waterfall" and not has_waterfall(summary)
         )
         fig = None if skip else draw[name]()
-        if fig is None or getattr(fig, "message", None):
+        if fig is None or fig.message:
             path.unlink(missing_ok=True)  # no figure outlives its records, none says "nothing"
             continue
         fig.savefig(path, dpi=120)

@@ -56,6 +56,8 @@ _LEGEND = {"loc": "outside right upper", "frameon": False, "fontsize": 8}
 class ReportFigure(Figure):
     """A Figure that shows itself as a PNG wherever IPython displays it (no pyplot needed)."""
 
+    message: str | None = None  # set where the figure only says there is nothing to draw
+
     def _repr_png_(self) -> bytes:
         buffer = io.BytesIO()
         self.savefig(buffer, format="png", dpi=110)

@@ -273,25 +273,29 @@ def verdict(r: Ratio, p_adjusted: float, direction: str, margin: float = EQUIVAL
     if not math.isnan(p_adjusted) and p_adjusted < ALPHA:
         above = r.ratio > 1
         return "holds" if above == (direction == "above") else "does not hold"
-    if not math.isnan(r.low90) and 1 / (1 + margin) <= r.low90 and r.high90 <= 1 + margin:
+    if equivalent(r, margin):
         return f"equivalent within ±{margin:.0%}"
     return "not resolved"
+
+
+def equivalent(r: Ratio, margin: float = EQUIVALENCE_MARGIN) -> bool:
+    """Whether the 90% interval lies inside ``[1 / (1 + margin), 1 + margin]`` (two one-sided
+    tests at 5%): no effect larger than ±margin."""
+    return not math.isnan(r.low90) and 1 / (1 + margin) <= r.low90 and r.high90 <= 1 + margin
 
 
 CELL_SETTING = ["task", "technique", "batch_size", "padding", "max_length"]
 
 
-def precision_group(technique: str) -> str:
-    """The numeric format a technique computes in, for grouping cells: int8, fp8, 16-bit, fp32."""
-    for group in ("int8", "fp8"):
-        if group in technique:
-            return group
-    return "16-bit" if "16" in technique else "fp32"
+def precision_group(precision: str) -> str:
+    """A recorded precision as a group of cells: fp16, bf16 and autocast as 16-bit; int8, fp8
+    and fp32 as themselves."""
+    return "16-bit" if "16" in str(precision) else str(precision)
 
 
 def run_agreement(this: pd.DataFrame, other: pd.DataFrame, margin: float = EQUIVALENCE_MARGIN):
     """Energy per sample in this run against another, over the cells of one configuration
-    measured in both (trial tables): per precision group and over all, the geometric mean
+    measured in both (trial tables): per recorded precision group and over all, the geometric mean
     ratio (this / other) with a t interval over the cells' log ratios, and its verdict:
     ``differ`` where the 95% interval excludes 1, ``agree within ±x%`` where the 90% interval
     lies inside the margin, else ``not resolved`` (more cells would resolve it)."""
@@ -300,7 +304,8 @@ def run_agreement(this: pd.DataFrame, other: pd.DataFrame, margin: float = EQUIV
     shared = a.merge(b[[*CELL_SETTING, value]], on=CELL_SETTING, suffixes=("", "_other"))
     shared = shared[(shared[value] > 0) & (shared[f"{value}_other"] > 0)]
     logs = np.log(shared[value].to_numpy(float) / shared[f"{value}_other"].to_numpy(float))
-    groups = shared["technique"].map(precision_group).to_numpy()
+    precision = this.drop_duplicates("technique").set_index("technique")["precision"]
+    groups = shared["technique"].map(precision).map(precision_group).to_numpy()
     rows = []
     for name in [*sorted(set(groups)), "all"]:
         chosen = logs if name == "all" else logs[groups == name]
@@ -309,7 +314,7 @@ def run_agreement(this: pd.DataFrame, other: pd.DataFrame, margin: float = EQUIV
         )
         if not math.isnan(r.low) and not r.low <= 1 <= r.high:
             said = "differ"
-        elif not math.isnan(r.low90) and 1 / (1 + margin) <= r.low90 and r.high90 <= 1 + margin:
+        elif equivalent(r, margin):
             said = f"agree within ±{margin:.0%}"
         else:
             said = "not resolved"

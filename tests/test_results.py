@@ -151,9 +151,12 @@ def test_run_agreement_tells_a_shift_from_agreement(tmp_path):
         cells = folder / "cells"
         for i, task in enumerate(("sst2", "mrpc", "cola", "rte")):
             w = 1 + wobble * (-1) ** i
-            results.write_cell(cells, record(task, "fp32", energy=(100 * w, 100 * w)))
+            fp32 = record(task, "fp32", energy=(100 * w, 100 * w))
             e16 = 20 * shift_16bit * (1 + 0.01 * i)
-            results.write_cell(cells, record(task, "fp16", energy=(e16, e16)))
+            fp16 = record(task, "fp16", energy=(e16, e16))
+            for cell, precision in ((fp32, "fp32"), (fp16, "fp16")):
+                cell["axes"] = {"precision": precision}  # as a measured record holds it
+                results.write_cell(cells, cell)
         return results.write_tables(folder, cells)
 
     here, there = run(tmp_path / "a", 0.94, 0.005), run(tmp_path / "b", 1.0, 0.0)
