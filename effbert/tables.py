@@ -170,7 +170,8 @@ def findings(summary: pd.DataFrame, baseline: str = "fp32") -> str:
         if measured
         else ("speedup_vs_base", None, "throughput")
     )
-    ids = summary.set_index(["task", "technique", "batch_size"])["cell_id"]
+    setting = ["task", "technique", "batch_size", "padding"]
+    ids = summary.drop_duplicates(setting).set_index(setting)["cell_id"].sort_index()
     lines = [
         f"At batch size {table['batch_size'].iloc[0]}, padding {text(table['padding'].iloc[0])} "
         f"(the setting with the most techniques), {what} relative to {text(baseline)} "
@@ -190,7 +191,8 @@ def findings(summary: pd.DataFrame, baseline: str = "fp32") -> str:
 
         change = rows.loc[rows["metric_change"].abs().idxmax()]
         cells = ", ".join(
-            str(ids.get((r.task, technique, r.batch_size), ""))[:8] for r in rows.itertuples()
+            str(ids.get((r.task, technique, r.batch_size, r.padding), ""))[:8]
+            for r in rows.itertuples()
         )
         width = rows[half].fillna(0) if half else 0
         below, above = int((rows[ratio] + width < 1).sum()), int((rows[ratio] - width > 1).sum())

@@ -142,6 +142,22 @@ def test_findings_compare_only_where_the_baseline_ran(tmp_path):
     assert tables.headline(only_packed).empty
 
 
+def test_findings_name_each_cell_where_a_technique_ran_at_two_paddings(tmp_path):
+    """fp16 at batch 16 both padded to 128 and bucketed: each finding names the cell id of the
+    setting it reports, not a fragment of a table."""
+    cells = tmp_path / "cells"
+    results.write_cell(cells, record())
+    results.write_cell(cells, record(technique="fp16", energy=(25.0, 27.5)))
+    bucketed = record(technique="fp16", energy=(20.0, 22.0))
+    bucketed["config"].update(padding="bucketed")
+    results.write_cell(cells, bucketed)
+    summary = stats.summarize(results.write_tables(tmp_path, cells))
+    shown = summary[(summary["technique"] == "fp16") & (summary["padding"] == "max_length")]
+    text = tables.findings(summary)
+    assert f"Cells: {shown['cell_id'].iloc[0][:8]}." in text
+    assert "task" not in text.split("Cells:")[1]
+
+
 def test_run_agreement_tells_a_shift_from_agreement(tmp_path):
     """Two runs of the same configurations: 16-bit cells 6% cheaper here, fp32 cells within
     0.5%; per precision and over all, a t interval over the cells' log ratios."""
