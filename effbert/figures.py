@@ -29,7 +29,7 @@ from effbert.plots import (
     throughput,
     tradeoff,
 )
-from effbert.stats import pareto_optimal
+from effbert.stats import WATERFALL_STEPS, pareto_optimal
 from effbert.stats import waterfall as waterfall_table
 from effbert.tasks import TASKS
 from effbert.techniques import TECHNIQUES
@@ -144,19 +144,27 @@ def has_waterfall(summary: pd.DataFrame) -> bool:
 
 def waterfall(summary: pd.DataFrame) -> Figure:
     """Per task with the levers measured (``stats.waterfall``): energy per sample after each
-    lever, total and above idle, on a log scale, each bar labelled with its step's factor."""
+    lever, total and above idle, on a log scale, each bar labelled with its step's factor.
+    Tasks with every step measured, where some task has them all (else those with three)."""
     tasks = [t for t in TASKS if t in set(summary.get("task", []))]
     tables = {t: waterfall_table(summary, t) for t in tasks}
-    tables = {t: w for t, w in tables.items() if len(w) >= 3}
+    complete = {t: w for t, w in tables.items() if len(w) == len(WATERFALL_STEPS)}
+    tables = complete or {t: w for t, w in tables.items() if len(w) >= 3}
     if not tables:
         return _message("No task has the waterfall's cells (stats.WATERFALL_STEPS) measured.")
     fig = ReportFigure(figsize=(9, 1.2 + 0.45 * max(len(w) for w in tables.values()) * len(tables)))
     axes = fig.subplots(len(tables), 1, squeeze=False)[:, 0]
     for ax, (task, table) in zip(axes, tables.items(), strict=True):
-        _log_bars(ax, table, task)
+        _log_bars(ax, table.assign(lever=table["lever"].map(_short_lever)), task)
     fig.suptitle("From the original configuration to the best, one lever at a time", fontsize=10)
     fig.set_layout_engine("constrained")
     return fig
+
+
+def _short_lever(lever: str) -> str:
+    """A bar's label: levers measured only together are counted, first and last named."""
+    parts = lever.split(" + ")
+    return lever if len(parts) < 3 else f"{len(parts)} levers: {parts[0]} … {parts[-1]}"
 
 
 def floor(summary: pd.DataFrame, task: str) -> Figure:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from effbert import claims, results, tables
+from effbert import carryover, claims, results, tables
 from effbert import config as cfg
 from effbert.stats import original_cell, run_agreement, summarize, waterfall
 from effbert.tasks import TASKS, get_task
@@ -285,19 +285,29 @@ def _waterfall_rows(steps: pd.DataFrame, metric: str) -> pd.DataFrame:
     )
 
 
+NO_OTHER_RUN = (
+    "No other run to compare with: set `compare_with` in the profile to the reports "
+    "folder of a run of the same configurations."
+)
+
+
+def _other_run(compare_with: str) -> tuple[pd.DataFrame | None, str]:
+    """The trials of the run in ``compare_with`` (a reports folder), or None and why not."""
+    where = tables.text(compare_with)
+    try:
+        return results.read_results(cfg.reports_paths(compare_with)["results"]), where
+    except (FileNotFoundError, results.StoreError) as err:
+        return None, f"compare_with {where}: {tables.text(str(err))}"
+
+
 def agreement_markdown(trials: pd.DataFrame, compare_with: str) -> str:
     """Run-to-run agreement (``stats.run_agreement``) with the run in ``compare_with``, a
     reports folder, as Markdown; or why there is none."""
     if not compare_with:
-        return (
-            "No other run to compare with: set `compare_with` in the profile to the reports "
-            "folder of a run of the same configurations."
-        )
-    where = tables.text(compare_with)
-    try:
-        other = results.read_results(cfg.reports_paths(compare_with)["results"])
-    except (FileNotFoundError, results.StoreError) as err:
-        return f"compare_with {where}: {tables.text(str(err))}"
+        return NO_OTHER_RUN
+    other, where = _other_run(compare_with)
+    if other is None:
+        return where
     table = run_agreement(trials, other)
     if not table["shared"].iloc[-1]:
         return f"{where} holds no cell of these configurations: nothing to compare."
@@ -311,6 +321,34 @@ def agreement_markdown(trials: pd.DataFrame, compare_with: str) -> str:
         f"Energy per sample here over {where}, cells of one configuration in both runs: the "
         "geometric mean ratio with its 95% interval over the cells, per precision.\n\n"
         + tables.markdown_table(shown)
+    )
+
+
+def carry_over_markdown(trials: pd.DataFrame, compare_with: str = "") -> str:
+    """The carry-over lag regression (``carryover.carry_over_table``) of this run, beside the
+    run in ``compare_with`` where one is set (the run before a change of method, say)."""
+    runs = [("this run", trials)]
+    note = ""
+    if compare_with:
+        other, where = _other_run(compare_with)
+        if other is None:
+            note = f"\n\n({where})"
+        else:
+            runs.append((where, other))
+    shown = None
+    for name, frame in runs:
+        table = carryover.carry_over_table(frame).set_index("task")
+        column = [
+            f"{row.slope:.3f} (r {row.r:.2f}, {row.windows} windows)"
+            if row.slope == row.slope
+            else f"no slope ({row.windows} windows)"
+            for row in table.itertuples()
+        ]
+        part = pd.DataFrame({f"slope in {name}": column}, index=table.index)
+        shown = part if shown is None else shown.join(part, how="left")
+    return (
+        "A window's power deviation from its cell's mean, regressed on the previous window's "
+        "power (W per W):\n\n" + tables.markdown_table(shown.reset_index()) + note
     )
 
 

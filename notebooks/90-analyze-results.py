@@ -30,7 +30,7 @@ reports_dir: str = "reports"  # results, figures and reports go here
 # %%
 from IPython.display import Image, Markdown, display
 
-from effbert import carryover, config, figures, profiles, report, results, runs, stats, tables
+from effbert import config, figures, profiles, report, results, runs, stats, tables
 
 settings = profiles.load(profile, inputs=False)
 paths = config.reports_paths(reports_dir)
@@ -100,10 +100,12 @@ Markdown(tables.findings(summary, settings.baseline_technique))
 # ## How the windows were measured
 # Carry-over: a window's power deviation from its cell's mean against the power of the window
 # before it (another cell's, in interleaved rounds). A slope near 0 means independent windows;
-# the pre-roll before each window (`preroll_s`) is there to make it so.
+# the pre-roll before each window (`preroll_s`) and balanced rounds are there to make it so.
+# Beside it, the run in `compare_with` where the profile sets one (for the study: the November
+# run, random order and no pre-roll, the method before).
 
 # %%
-carryover.carry_over_table(trials)
+Markdown(report.carry_over_markdown(trials, settings.compare_with))
 
 # %% [markdown]
 # Run to run: the same configurations measured in another run (`compare_with`), energy per

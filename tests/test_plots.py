@@ -1,4 +1,5 @@
 import base64
+import io
 import math
 import os
 import subprocess
@@ -277,3 +278,37 @@ def test_the_waterfall_is_drawn_where_its_levers_are_measured(tmp_path):
     assert table["factor"].round(3).tolist()[1:] == [2.0, 1.5, 1.333]
     assert figures.has_waterfall(frame) and figures.waterfall(frame).axes
     assert (tmp_path / "waterfall.png") not in figures.save_all(frame.iloc[:2], tmp_path)
+
+
+def test_the_waterfall_figure_shows_complete_waterfalls_and_counts_joined_levers():
+    """SST-2 with every step and MRPC with three (original, two levers joined, the last):
+    the figure holds SST-2 alone; drawn alone, MRPC's joined bar counts its levers."""
+    import warnings
+
+    from effbert import stats
+
+    def cells(task, steps):
+        return [
+            {
+                "task": task,
+                "technique": technique,
+                "batch_size": batch_size,
+                "padding": padding,
+                "j_per_1k_samples_mean": 200.0 / (i + 1),
+                "j_per_1k_samples_ci95": 1.0,
+                "dynamic_j_per_1k_samples_mean": 150.0 / (i + 1),
+            }
+            for i, (_, technique, batch_size, padding) in enumerate(steps)
+        ]
+
+    steps = stats.WATERFALL_STEPS
+    frame = pd.DataFrame(cells("sst2", steps) + cells("mrpc", [steps[0], *steps[-2:]]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = figures.waterfall(frame)
+        fig.savefig(io.BytesIO(), format="png")
+        assert [ax.get_title(loc="left") or ax.get_title() for ax in fig.axes] == ["sst2"]
+        mrpc = figures.waterfall(frame[frame["task"] == "mrpc"])
+        mrpc.savefig(io.BytesIO(), format="png")
+    labels = [t.get_text() for t in mrpc.axes[0].get_yticklabels()]
+    assert any(label.startswith(f"{len(steps) - 2} levers: batch 512 …") for label in labels)
