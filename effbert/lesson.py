@@ -18,7 +18,7 @@ from effbert import data, kernels, models, packed, plots, techniques
 from effbert.environment import captured
 from effbert.plan import Plan
 from effbert.stats import comparison, summarize
-from effbert.tables import text
+from effbert.tables import text, with_intervals
 from effbert.tasks import get_task
 
 # Each family: the techniques its notebook demonstrates (those the device cannot run are
@@ -61,6 +61,23 @@ def source(function: Callable) -> Markdown:
     """A function's source as a code block, read from its one definition (never copied)."""
     where = f"{function.__module__}.{function.__qualname__}"
     return Markdown(f"`{where}`:\n\n```python\n{inspect.getsource(function).rstrip()}\n```")
+
+
+RECORD_COLUMNS = {
+    "task": "task",
+    "technique": "technique",
+    "batch_size": "batch",
+    "padding": "padding",
+    "j_per_1k_samples": "J/1k",
+    "dynamic_j_per_1k_samples_mean": "above idle",
+    "energy_vs_base": "energy / baseline",
+    "speedup_vs_base": "speed / baseline",
+    "attention_kernel": "attention ran",
+    "metric": "metric",
+    "metric_value": "value",
+    "metric_change": "change",
+}
+"""The columns a family's records show, and their headings."""
 
 
 class Family:
@@ -165,8 +182,21 @@ class Family:
     # -- records ----------------------------------------------------------------------
 
     def records(self) -> pd.DataFrame:
-        """The family's measured cells beside the baseline at the same task, batch and
-        padding: energy per sample and its ratio (95% interval), above idle, speed, metric."""
+        """The family's measured cells, narrow enough for a page: energy per sample (95%
+        interval) in total and above idle, its ratio to the baseline at the same task, batch
+        and padding, speed against the baseline, the attention kernel that ran, the metric."""
+        table = self._records()
+        if table.empty:
+            return table
+        ratio = [
+            "" if pd.isna(r) else f"{r:.3f} ± {c:.3f}" if pd.notna(c) else f"{r:.3f}"
+            for r, c in zip(table["energy_vs_base"], table["energy_vs_base_ci95"], strict=True)
+        ]
+        shown = with_intervals(table.assign(energy_vs_base=ratio))
+        return shown[list(RECORD_COLUMNS)].rename(columns=RECORD_COLUMNS).reset_index(drop=True)
+
+    def _records(self) -> pd.DataFrame:
+        """The family's rows of ``stats.comparison`` (every column)."""
         summary = summarize(self.plan.recorded())
         if summary.empty:
             return pd.DataFrame()
@@ -194,7 +224,7 @@ class Family:
 
     def sentences(self) -> Markdown:
         """What the records say, one sentence per measured technique and task."""
-        table = self.records()
+        table = self._records()
         if table.empty:
             return Markdown("No cell of this family is recorded yet: run notebook 20 or 25.")
         lines, energy = [], table["energy_vs_base"].notna().any()
