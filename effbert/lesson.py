@@ -71,6 +71,7 @@ RECORD_COLUMNS = {
     "j_per_1k_samples": "J/1k",
     "dynamic_j_per_1k_samples_mean": "above idle",
     "energy_vs_base": "energy / baseline",
+    "above_idle_vs_base": "above idle / baseline",
     "speedup_vs_base": "speed / baseline",
     "attention_kernel": "attention ran",
     "metric": "metric",
@@ -219,7 +220,8 @@ class Family:
     def figure(self):
         """The family's techniques beside the baseline, from every recorded cell."""
         summary = summarize(self.plan.recorded())
-        names = sorted(set(self.spec["techniques"]) | set(self._family_records(summary)))
+        wanted = set(self.spec["techniques"]) | set(self._family_records(summary))
+        names = sorted(wanted & set(summary.get("technique", [])))  # the title names no other
         return plots.compare(summary, names, self.plan.params.baseline_technique)
 
     def sentences(self) -> Markdown:
@@ -234,7 +236,8 @@ class Family:
             if energy and pd.notna(row.energy_vs_base):
                 amount = (
                     f"used {row.energy_vs_base:.2f}× the energy per sample of the baseline "
-                    f"(± {row.energy_vs_base_ci95:.2f})"
+                    f"(± {row.energy_vs_base_ci95:.2f}; above idle "
+                    f"{row.above_idle_vs_base:.2f}×)"
                 )
             else:
                 amount = f"ran at {row.speedup_vs_base:.2f}× the baseline's samples per second"
@@ -242,7 +245,7 @@ class Family:
             lines.append(
                 f"- **{text(row.technique)}** on {text(row.task)} (batch {row.batch_size}, "
                 f"{text(row.padding)}) {amount}; its {text(row.metric)} changed by "
-                f"{change:+.4f}."
+                f"{change:+.3g}."
                 if pd.notna(change)
                 else f"- **{text(row.technique)}** {amount}."
             )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -71,6 +71,7 @@ def _read_run(path: Path) -> dict:
             "gpu_count": int(run.get("gpus", 0)),
             "device_name": run.get("device_name"),
             "cells_measured": int(run.get("cells_measured", 0)),
+            "finished_at": run.get("finished_at"),
         }
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(
@@ -165,7 +166,9 @@ def time_split(reports_dir: str | Path, profile: str) -> pd.DataFrame:
     first = cells.first()
     compiled = first["execution"].isin(list(COMPILED_EXECUTIONS))
     finetune_s = sum(
-        r["wall_s"] * max(1, len(r["gpus"])) for r in records if r["kind"] == "finetune"
+        r["wall_s"] * max(1, len(r["gpus"]))
+        for r in records
+        if r["kind"] == "finetune" and _during(r, whole)
     )
     parts = {
         "fine-tuning the checkpoints": finetune_s,
@@ -175,13 +178,26 @@ def time_split(reports_dir: str | Path, profile: str) -> pd.DataFrame:
         "energy windows": cells["time_s"].sum().sum(),
         "latency, kernel and metric passes": first["finish_s"].sum(),
     }
-    rest = "the rest (notebooks starting, loading, idle power, HTML, waiting)"
+    rest = "the rest (pre-rolls, teaching notebooks, kernels starting, loading, idle power, HTML)"
     parts[rest] = gpu_s - sum(parts.values())
     table = pd.DataFrame({"part": list(parts), "gpu_time_s": list(parts.values())})
     table["share"] = (table["gpu_time_s"] / gpu_s).round(3)
     table["gpu_time_s"] = table["gpu_time_s"].round(0).astype(int)
     total = pd.DataFrame({"part": ["whole run"], "gpu_time_s": [round(gpu_s)], "share": [1.0]})
     return pd.concat([table, total], ignore_index=True)
+
+
+def _during(record: dict, whole: list[dict]) -> bool:
+    """Whether ``record`` finished inside one of the ``whole`` runs (fine-tuning done before
+    a run, by another command, is not part of its time); records without times count."""
+    if not record["finished_at"] or any(not run["finished_at"] for run in whole):
+        return True
+    end = datetime.fromisoformat(record["finished_at"])
+    for run in whole:
+        run_end = datetime.fromisoformat(run["finished_at"])
+        if run_end - timedelta(seconds=run["wall_s"]) <= end <= run_end:
+            return True
+    return False
 
 
 def costliest_phases(reports_dir: str | Path, profile: str, n: int = 5) -> pd.DataFrame:

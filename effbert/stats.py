@@ -149,12 +149,19 @@ def main_setting(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def comparison(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
-    """Each cell beside the baseline at the same task and batch size: ratios and metric change."""
+    """Each cell beside the baseline at the same task and batch size: ratios (energy in total
+    and above idle, speed) and metric change."""
     keys = ["task", "batch_size", "padding", "max_length", "scope"]
     summary = with_columns(summary, SUMMARY_COLUMNS)
     base = summary[summary["technique"] == baseline][
         keys
-        + ["j_per_1k_samples_mean", "j_per_1k_samples_ci95", "samples_per_s_mean", "metric_value"]
+        + [
+            "j_per_1k_samples_mean",
+            "j_per_1k_samples_ci95",
+            "dynamic_j_per_1k_samples_mean",
+            "samples_per_s_mean",
+            "metric_value",
+        ]
     ]
     table = summary.merge(base, on=keys, how="left", suffixes=("", "_base"))
     table["energy_vs_base"], table["energy_vs_base_ci95"] = ratio_ci95(
@@ -162,6 +169,9 @@ def comparison(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
         table["j_per_1k_samples_ci95"],
         table["j_per_1k_samples_mean_base"],
         table["j_per_1k_samples_ci95_base"],
+    )
+    table["above_idle_vs_base"] = (
+        table["dynamic_j_per_1k_samples_mean"] / table["dynamic_j_per_1k_samples_mean_base"]
     )
     table["speedup_vs_base"] = table["samples_per_s_mean"] / table["samples_per_s_mean_base"]
     table["metric_change"] = table["metric_value"] - table["metric_value_base"]
@@ -172,6 +182,7 @@ def comparison(summary: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
         "dynamic_j_per_1k_samples_mean",
         "energy_vs_base",
         "energy_vs_base_ci95",
+        "above_idle_vs_base",
         "samples_per_s_mean",
         "samples_per_s_ci95",
         "speedup_vs_base",

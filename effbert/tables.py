@@ -244,7 +244,9 @@ def comparison_markdown(summary: pd.DataFrame, task: str | None = None) -> str:
     return markdown_table(shown)
 
 
-def claims_markdown(trials: pd.DataFrame, metric_tolerance: float = 0.005) -> str:
+def claims_markdown(
+    trials: pd.DataFrame, metric_tolerance: float = claims_.KEPT_METRIC_DROP
+) -> str:
     """The earlier study's claims judged (:func:`effbert.claims.claims`) as Markdown: one row
     per claim with its pooled verdict in bold (or the single task's), its ratio of total energy
     and of energy above idle with 95% intervals, the p of a task effect, the attention kernels
@@ -308,7 +310,9 @@ def _mean_ci(cell, measure: str) -> str:
     return f"{cell[measure + '_mean']:.2f} ± {cell[measure + '_ci95']:.2f}"
 
 
-def best_table(summary: pd.DataFrame, metric_tolerance: float = 0.02) -> pd.DataFrame:
+def best_table(
+    summary: pd.DataFrame, metric_tolerance: float = claims_.KEPT_METRIC_DROP
+) -> pd.DataFrame:
     """Per task: the original configuration (fp32, batch 16, padded to max_length) beside the
     cheapest cell measured whose metric stays within ``metric_tolerance`` of it, in total and
     above idle, from the same records; a runner-up whose interval overlaps the best's is named
@@ -349,7 +353,9 @@ def best_table(summary: pd.DataFrame, metric_tolerance: float = 0.02) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def headline_markdown(summary: pd.DataFrame, metric_tolerance: float = 0.02) -> str:
+def headline_markdown(
+    summary: pd.DataFrame, metric_tolerance: float = claims_.KEPT_METRIC_DROP
+) -> str:
     """``best_table`` as Markdown, or why there is none."""
     table = best_table(summary, metric_tolerance)
     if table.empty:

@@ -41,7 +41,7 @@ saved = figures.save_all(summary, paths["figures"], settings.baseline_technique)
 # %% [markdown]
 # ## The answer
 # Per task: the original study's configuration (fp32, batch 16, every input padded to 128) and
-# the cheapest cell measured whose metric stays within 0.02 of it, in total and above the GPU's
+# the cheapest cell measured whose metric drops by at most 0.005, in total and above the GPU's
 # idle power. Where a runner-up's interval overlaps the best's, the table calls it a tie.
 
 # %%
@@ -101,15 +101,17 @@ Markdown(tables.findings(summary, settings.baseline_technique))
 # Carry-over: a window's power deviation from its cell's mean against the power of the window
 # before it (another cell's, in interleaved rounds). A slope near 0 means independent windows;
 # the pre-roll before each window (`preroll_s`) and balanced rounds are there to make it so.
-# Beside it, the run in `compare_with` where the profile sets one (for the study: the November
-# run, random order and no pre-roll, the method before).
+# Beside it, the run in `compare_with` where the profile sets one. For the study that is
+# `reports/study-2gpu`: a November run of the method before (effbert 849b8bc: random order, no
+# pre-roll, 1-s windows) on two GPUs of a host another run shared, so host load differs too.
 
 # %%
 Markdown(report.carry_over_markdown(trials, settings.compare_with))
 
 # %% [markdown]
 # Run to run: the same configurations measured in another run (`compare_with`), energy per
-# sample here over there; "differ" where the interval excludes 1.
+# sample here over there; "differ" where the interval excludes 1. The intervals elsewhere on
+# this page are within one run: a ratio of two cells of one run is what they support.
 
 # %%
 Markdown(report.agreement_markdown(trials, settings.compare_with))

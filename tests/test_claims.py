@@ -114,3 +114,16 @@ def test_the_markdown_names_the_family_and_escapes_nothing_it_should_not():
     text = tables.claims_markdown(frame)
     assert "The family is all 3 tests" in text and "**equivalent within ±3%** (pooled)" in text
     assert tables.claims_markdown(frame.iloc[0:0]) == "No measured cell: nothing to judge."
+
+
+def test_claims_on_packed_batches_are_judged_per_task_not_pooled():
+    """Packed batches run each task's own lengths (the workload depends on the task): claim
+    2c has a verdict per task and no pooled row; the README's line lists each task's."""
+    energies = {
+        "bf16+varlen+graphs+cls_last": [4.5, 4.6, 4.4, 4.5, 4.6],
+        "bf16+varlen_mem+graphs+cls_last": [4.0, 4.1, 3.9, 4.0, 4.1],
+    }
+    frame = trials(energies).assign(batch_size=512, padding="packed")
+    table = claims.claims(frame)
+    assert list(table["task"]) == ["sst2", "mrpc"]
+    assert (table["verdict"] == "does not hold").all()

@@ -234,3 +234,16 @@ def test_fine_tunes_are_balanced_over_gpus_first_then_over_each_gpus_workers():
     assert sorted(t for g in groups for t in g) == sorted(steps)
     assert abs(per_gpu[0] - per_gpu[1]) <= max(steps.values())
     assert pool.balance_slots(steps, ["", ""]) == pool.balance(steps, 2)
+
+
+def test_fine_tuning_before_a_run_is_not_counted_in_its_time():
+    """A fine-tuning record that finished before the whole run began (another command) stays
+    out of the run's time split; one inside it, or one without times, counts."""
+    from effbert import runs
+
+    whole = [{"finished_at": "2026-12-04T16:48:00+00:00", "wall_s": 1300.0}]
+    before = {"finished_at": "2026-12-04T16:25:41+00:00"}
+    inside = {"finished_at": "2026-12-04T16:27:00+00:00"}
+    assert not runs._during(before, whole)
+    assert runs._during(inside, whole)
+    assert runs._during({"finished_at": None}, whole)
