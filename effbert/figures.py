@@ -26,6 +26,7 @@ from effbert.plots import (
     energy,
     glue,
     ordered,
+    says_what_ran,
     throughput,
     tradeoff,
 )
@@ -46,6 +47,7 @@ FIGURES = (
 )
 
 
+@says_what_ran
 def frontier(summary: pd.DataFrame) -> Figure:
     """Per task: energy per sample against latency p99 and against the task metric, every cell
     of every batch size and padding; Pareto-optimal cells (lower energy, lower latency, higher

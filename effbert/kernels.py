@@ -9,7 +9,7 @@ import pandas as pd
 from torch.profiler import ProfilerActivity, profile
 
 from effbert.energy import synchronize
-from effbert.techniques import Technique
+from effbert.techniques import Technique, parse
 
 
 def busy_time(spans: list[tuple[float, float]]) -> float:
@@ -74,6 +74,23 @@ def expected_family(technique: Technique) -> str | None:
     if technique.packed:
         return technique.attention_kernel
     return "flash" if technique.fused_attention_only else None
+
+
+def ran_labels(summary: pd.DataFrame) -> dict[str, str]:
+    """Per technique whose cells ran another attention kernel than its name promises, a label
+    that says what ran (``flash (ran memory-efficient)``); other names are not in it."""
+    labels = {}
+    if "attention_kernel" not in summary or "technique" not in summary:
+        return labels
+    for name, ran in summary.groupby("technique")["attention_kernel"]:
+        try:
+            promised = expected_family(parse(str(name)))
+        except ValueError:
+            continue
+        other = sorted({str(k) for k in ran.dropna()} - {promised})
+        if promised and other:
+            labels[str(name)] = f"{name} (ran {' / '.join(other)})"
+    return labels
 
 
 KERNEL_BATCHES = 16  # batches a cell's kernel record profiles at most

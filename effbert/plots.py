@@ -6,6 +6,7 @@ to be saved, and a notebook shows one returned as a cell's value as an image.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import zlib
@@ -15,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from effbert.kernels import ran_labels
 from effbert.stats import main_setting, ratio_ci95
 from effbert.tasks import TASKS
 from effbert.techniques import TECHNIQUES
@@ -62,6 +64,22 @@ class ReportFigure(Figure):
         buffer = io.BytesIO()
         self.savefig(buffer, format="png", dpi=110)
         return buffer.getvalue()
+
+
+def says_what_ran(draw):
+    """A figure function of a summary whose legends name what ran where a technique's cells
+    ran another attention kernel than its name promises (``kernels.ran_labels``)."""
+
+    @functools.wraps(draw)
+    def drawn(summary: pd.DataFrame, *args, **kwargs) -> Figure:
+        fig = draw(summary, *args, **kwargs)
+        labels = ran_labels(summary)
+        legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes)]
+        for text in (t for legend in legends if legend for t in legend.get_texts()):
+            text.set_text(labels.get(text.get_text(), text.get_text()))
+        return fig
+
+    return drawn
 
 
 def ordered(names, reference) -> list[str]:
@@ -219,6 +237,7 @@ def _bar_figure(table, errors, ylabel: str, title: str, rows, interval: str = _T
     return fig
 
 
+@says_what_ran
 def baseline(summary: pd.DataFrame, technique: str = "fp32") -> Figure:
     """Energy per 1000 samples of the baseline technique, per task, with 95% intervals; the
     hatched inner bar is the part above the device's idle power."""
@@ -281,6 +300,7 @@ def _ratios(summary: pd.DataFrame, technique: str, what: str):
     return relative, None
 
 
+@says_what_ran
 def energy(summary: pd.DataFrame, technique: str = "fp32") -> Figure:
     """Energy per sample of each technique relative to the baseline, per task."""
     relative, why = _ratios(summary, technique, "ratio")
@@ -315,6 +335,7 @@ def glue(summary: pd.DataFrame) -> Figure:
     return fig
 
 
+@says_what_ran
 def throughput(summary: pd.DataFrame) -> Figure:
     """Samples per second of each technique, per task, with 95% intervals."""
     rows = _prepare(summary)
@@ -332,6 +353,7 @@ def throughput(summary: pd.DataFrame) -> Figure:
     )
 
 
+@says_what_ran
 def tradeoff(summary: pd.DataFrame, technique: str = "fp32") -> Figure:
     """Per task, energy per sample relative to the baseline against the change in its metric.
 
@@ -393,6 +415,7 @@ def tradeoff(summary: pd.DataFrame, technique: str = "fp32") -> Figure:
     return fig
 
 
+@says_what_ran
 def compare(summary: pd.DataFrame, techniques: list[str], baseline: str = "fp32") -> Figure:
     """A technique notebook's figure: its techniques beside the baseline, per task.
 

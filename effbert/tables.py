@@ -10,6 +10,7 @@ import pandas as pd
 
 from effbert import claims as claims_
 from effbert import stats
+from effbert.kernels import ran_labels
 from effbert.schema import with_columns
 from effbert.stats import (
     comparison,
@@ -179,6 +180,7 @@ def findings(summary: pd.DataFrame, baseline: str = "fp32") -> str:
         "",
     ]
     ranked = table[table["technique"] != baseline].groupby("technique")[ratio].median()
+    ran = ran_labels(summary)
     for technique in ranked.sort_values().index:
         rows = table[(table["technique"] == technique) & table[ratio].notna()]
         if rows.empty:
@@ -197,12 +199,13 @@ def findings(summary: pd.DataFrame, baseline: str = "fp32") -> str:
         width = rows[half].fillna(0) if half else 0
         below, above = int((rows[ratio] + width < 1).sum()), int((rows[ratio] - width > 1).sum())
         words = ("less energy", "more energy") if measured else ("slower", "faster")
-        verdict = [f"{n} {w}" for n, w in ((below, words[0]), (above, words[1])) if n]
+        verdict = [f"{n} with {w}" for n, w in ((below, words[0]), (above, words[1])) if n]
         unresolved = len(rows) - below - above
         if unresolved:
             verdict.append(f"{unresolved} not separable from {text(baseline)}")
         lines.append(
-            f"- **{text(technique)}**: {shown(low)} to {shown(high)} over {len(rows)} tasks "
+            f"- **{text(ran.get(technique, technique))}**: {shown(low)} to {shown(high)} over "
+            f"{len(rows)} tasks "
             f"({', '.join(verdict)}); largest metric change "
             f"{signed_change(change['metric_change'])} {text(change['metric'])} on "
             f"{text(change['task'])}. "

@@ -312,3 +312,42 @@ def test_the_waterfall_figure_shows_complete_waterfalls_and_counts_joined_levers
         mrpc.savefig(io.BytesIO(), format="png")
     labels = [t.get_text() for t in mrpc.axes[0].get_yticklabels()]
     assert any(label.startswith(f"{len(steps) - 2} levers: batch 512 …") for label in labels)
+
+
+def test_legends_say_which_attention_kernel_ran_where_the_name_promised_another():
+    """``flash`` cells that ran the memory-efficient kernel are labelled so in the figures and
+    the findings; a technique that kept its promise keeps its name."""
+    from effbert import kernels, tables
+
+    rows = []
+    for technique, kernel, energy in (
+        ("fp32", "math", 200.0),
+        ("flash", "memory-efficient", 190.0),
+        ("bf16+varlen+graphs+cls_last", "flash", 5.0),
+    ):
+        rows.append(
+            {
+                "task": "sst2",
+                "technique": technique,
+                "batch_size": 16,
+                "padding": "max_length",
+                "max_length": 128,
+                "scope": "model",
+                "attention_kernel": kernel,
+                "j_per_1k_samples_mean": energy,
+                "j_per_1k_samples_ci95": 1.0,
+                "dynamic_j_per_1k_samples_mean": energy / 2,
+                "samples_per_s_mean": 1000.0,
+                "samples_per_s_ci95": 10.0,
+                "metric": "accuracy",
+                "metric_value": 0.9,
+                "cv_flag": False,
+                "cell_id": technique,
+            }
+        )
+    summary = pd.DataFrame(rows)
+    assert kernels.ran_labels(summary) == {"flash": "flash (ran memory-efficient)"}
+    fig = plots.energy(summary, "fp32")
+    shown = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert "flash (ran memory-efficient)" in shown and "flash" not in shown
+    assert "**flash (ran memory-efficient)**" in tables.findings(summary)
