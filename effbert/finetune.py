@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from effbert import config as cfg
-from effbert import data, models, pool, runs
+from effbert import data, fp8, models, pool, runs
 from effbert.config import project_relative, resolve_path
 from effbert.environment import captured, resolve_device
 from effbert.params import ALL, FINETUNE, FinetuneSettings, Params, plan_points
@@ -235,13 +235,18 @@ class FinetunePlan:
                 continue
             try:
                 rows = self._rows(task, "dev")
+                calibration = None
+                if technique.quantize == "fp8_static":  # the base model's scales do here
+                    calibration = fp8.calibration_batches(self.params, task, tokenizer)
             except data.DataError:
                 continue
             start = time.perf_counter()
             model = models.load_base_classifier(base, task, technique.attn_implementation).eval()
             batch_size, padding = point["batch_size"], point["padding"]
             shape_rows = static_rows(technique, batch_size, padding, self.params.scope)
-            prepared = models.apply_technique(model, technique, device, None, shape_rows)
+            prepared = models.apply_technique(
+                model, technique, device, None, shape_rows, calibration
+            )
             batches = data.make_batches(
                 tokenizer, rows, batch_size, padding, self.params.max_length
             )

@@ -139,7 +139,7 @@ def kernel_check(names: list[str], technique: Technique) -> dict:
             missing.append(f"{FAMILY_NAMES[promised]} did not run ({shown} did)")
     for kind, wanted in (
         ("int8", technique.quantize == "int8_dynamic"),
-        ("fp8", technique.quantize == "fp8"),
+        ("fp8", technique.quantize in ("fp8", "fp8_static")),
     ):
         if wanted:
             found[kind] = any(sign in lowered for sign in KERNEL_SIGNS[kind])

@@ -14,7 +14,7 @@ import torch
 from IPython.display import Markdown
 from torch.profiler import ProfilerActivity, profile
 
-from effbert import data, kernels, models, packed, plots, techniques
+from effbert import data, fp8, kernels, models, packed, plots, techniques
 from effbert.environment import captured
 from effbert.plan import Plan
 from effbert.stats import comparison, summarize
@@ -25,8 +25,8 @@ from effbert.tasks import get_task
 # listed with the reason) and the functions that apply them.
 FAMILIES: dict[str, dict] = {
     "quantization": {
-        "techniques": ["int8", "int8_weight", "int8+compile", "fp8+sdpa"],
-        "code": [techniques.apply_precision, techniques.quantize],
+        "techniques": ["int8", "int8_weight", "int8+compile", "fp8+sdpa", "fp8s+sdpa"],
+        "code": [techniques.apply_precision, techniques.quantize, fp8.StaticFP8Linear],
     },
     "precision": {
         "techniques": ["autocast_bf16", "bf16", "autocast_fp16", "fp16", "tf32"],
@@ -113,8 +113,17 @@ class Family:
         if technique.name not in self._models:
             label_map = self.plan.label_map_for(self.task)
             with captured(self.log_path):
+                calibration = None
+                if technique.quantize == "fp8_static":
+                    tokenizer = models.load_tokenizer(self.checkpoint)
+                    calibration = fp8.calibration_batches(self.plan.params, self.task, tokenizer)
                 self._models[technique.name] = models.prepare(
-                    self.checkpoint, self.task, technique, self.device, label_map
+                    self.checkpoint,
+                    self.task,
+                    technique,
+                    self.device,
+                    label_map,
+                    calibration=calibration,
                 )
         return self._models[technique.name]
 
@@ -124,8 +133,9 @@ class Family:
         return data.make_batches(tokenizer, self.rows, 16, padding, self.plan.params.max_length)
 
     def models_table(self) -> pd.DataFrame:
-        """The model before (fp32, as loaded) and after each technique: its outer module, the
-        type and dtype of an encoder Linear layer's weight, whether it is compiled."""
+        """The model before (fp32, as loaded) and after each technique: its outer module,
+        whether it is compiled, and an encoder layer's query projection (class, weight type,
+        the dtype its values are stored in)."""
         rows = [_model_row("fp32 (as loaded)", self._prepared(techniques.parse("fp32")).model)]
         rows += [_model_row(t.name, self._prepared(t).model) for t in self.techniques]
         return pd.DataFrame(rows)
@@ -270,17 +280,19 @@ def _family_of(technique: techniques.Technique) -> str:
 
 
 def _model_row(name: str, model: torch.nn.Module) -> dict:
+    """The outer module and the first encoder layer's query projection: its class, its
+    weight's type and the dtype its values are stored in (a quantized tensor's own data)."""
     inner = getattr(model, "_orig_mod", model)
-    linear = next(m for m in inner.modules() if isinstance(m, torch.nn.Linear))
-    weight = linear.weight
+    layer = next(m for n, m in inner.named_modules() if n.endswith("q_lin"))
+    weight = layer.weight if hasattr(layer, "weight") else layer.weight_t
+    stored = getattr(weight, "qdata", weight)
     return {
         "technique": name,
         "outer module": type(inner).__name__,
         "compiled": inner is not model,
-        "Linear weight": type(weight).__name__
-        if type(weight) is not torch.nn.Parameter
-        else "Parameter",
-        "dtype": str(weight.dtype).replace("torch.", ""),
+        "query projection": type(layer).__name__,
+        "weight": "Parameter" if type(weight) is torch.nn.Parameter else type(weight).__name__,
+        "stored as": str(stored.dtype).replace("torch.", ""),
     }
 
 

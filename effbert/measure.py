@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from effbert import data, energy, environment, metrics, models
+from effbert import data, energy, environment, fp8, metrics, models
 from effbert.e2e import end_to_end_pass
 from effbert.kernels import KERNEL_BATCHES, KERNEL_BATCHES_ONE_SHAPE, kernel_record
 from effbert.params import Params
@@ -76,6 +76,13 @@ def check_finite(logits: np.ndarray, cell: Cell) -> np.ndarray:
     return logits
 
 
+def calibration(cell: Cell, params: Params, tokenizer) -> list | None:
+    """Train rows for static FP8's scales, where the cell's technique has them (else None)."""
+    if cell.technique.quantize != "fp8_static":
+        return None
+    return fp8.calibration_batches(params, cell.task, tokenizer)
+
+
 class CellRun:
     """One cell's model ready to measure: prepared, and run once over every batch shape
     (compilation and autotuning happen there, unmeasured). Windows are taken one at a time, so
@@ -103,6 +110,7 @@ class CellRun:
             label_map,
             params.seed,
             static_rows(cell.technique, cell.batch_size, cell.padding, params.scope),
+            calibration(cell, params, self.tokenizer),
         )
         self.inputs = [self.prepared.inputs(b) for b in self.batches]
         self.forward = self.prepared.forward()

@@ -310,16 +310,18 @@ def prepare(
     label_map: list[str] | None = None,
     seed: int = 0,
     static_rows: int | None = None,
+    calibration: list[Batch] | None = None,
 ) -> Prepared:
     """Load the task's checkpoint and apply ``technique`` on ``device``.
 
     ``static_rows``: every batch has this many rows (smaller ones are filled, see
     ``fill_rows``) and one sequence length, so a compiled model is built for that one shape
-    (``dynamic=False``), which compiles faster than for symbolic shapes.
+    (``dynamic=False``), which compiles faster than for symbolic shapes. ``calibration``:
+    batches of train rows for static FP8's scales (``fp8.calibration_batches``).
     """
     model = load_classifier(checkpoint, task, technique.attn_implementation, seed)
     order = glue_order(task, model.config.id2label, label_map)
-    return apply_technique(model, technique, device, order, static_rows)
+    return apply_technique(model, technique, device, order, static_rows, calibration)
 
 
 def apply_technique(
@@ -328,12 +330,14 @@ def apply_technique(
     device: torch.device,
     output_order: list[int] | None = None,
     static_rows: int | None = None,
+    calibration: list[Batch] | None = None,
 ) -> Prepared:
-    """A loaded classifier under ``technique`` on ``device``: its precision, attention and
-    execution applied in that order (``effbert.techniques``)."""
+    """A loaded classifier under ``technique`` on ``device``: its precision (static FP8
+    scales from ``calibration``), attention and execution applied in that order
+    (``effbert.techniques``)."""
     if not technique.compiled or technique.packed:
         static_rows = None  # eager models take any shape; packed batches vary in tokens
-    model = techniques.apply_precision(model, technique, device)
+    model = techniques.apply_precision(model, technique, device, calibration)
     model = techniques.apply_attention(model, technique)
     model = techniques.apply_execution(model, technique, static_rows)
     return Prepared(model, technique, device, output_order, static_rows)

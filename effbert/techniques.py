@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from effbert import fp8
 from effbert.packed import PackedClassifier
 
 # Each technique is a point on three axes; a profile names presets or composes axes with "+".
@@ -35,6 +36,8 @@ PRECISIONS: dict[str, dict] = {
         "needs_cuda": True,
         "min_capability": (8, 9),
     },
+    # static scales calibrated once on train rows (effbert.fp8); runs on a CPU too
+    "fp8s": {"weights_dtype": torch.bfloat16, "quantize": "fp8_static", "min_capability": (8, 9)},
 }
 
 
@@ -319,11 +322,20 @@ def static_rows(technique: Technique, batch_size: int, padding: str, scope: str)
 # -- applying a technique: one function per axis -------------------------------------------
 
 
-def apply_precision(model: torch.nn.Module, technique: Technique, device) -> torch.nn.Module:
+def apply_precision(
+    model: torch.nn.Module, technique: Technique, device, calibration=None
+) -> torch.nn.Module:
     """Precision: the weights cast to the technique's dtype on ``device``, then the encoder's
-    Linear layers quantized where it says so (torchao). Autocast and TF32 act at run time
-    (``inference_context``)."""
+    Linear layers quantized where it says so (torchao; static FP8 with scales from the
+    ``calibration`` batches). Autocast and TF32 act at run time (``inference_context``)."""
     model = model.to(device=device, dtype=technique.weights_dtype)
+    if technique.quantize == "fp8_static":
+        if not calibration:
+            raise ValueError(
+                f"{technique.name}: static FP8 needs calibration batches of train rows "
+                "(fp8.calibration_batches); this task has none"
+            )
+        return fp8.to_static_fp8(model, calibration, device)
     if technique.quantize:
         model = quantize(model, technique.quantize)
     return model

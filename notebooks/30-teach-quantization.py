@@ -43,7 +43,9 @@ family.support()
 # ## What it changes
 # int8 stores each encoder Linear layer's weights as int8 with a scale per row and quantizes its
 # activations per batch (torchao, no calibration); `int8_weight` quantizes the weights only;
-# FP8 stores float8 weights and scales activations per row (Hopper and Ada). The classifier
+# FP8 stores float8 weights and scales activations per row (Hopper and Ada); `fp8s` casts each
+# layer's input with a scale calibrated once on train rows, so no forward pass computes a
+# scale, and runs one scaled matrix product per layer (a CPU runs it too). The classifier
 # head stays in float. Eager int8 pays for quantizing activations on every call; compiled
 # (`int8+compile`), inductor fuses that work away.
 
@@ -53,7 +55,8 @@ for code in family.code():
 
 # %% [markdown]
 # ## The model before and after
-# The outer module, an encoder Linear layer's weight (its type and dtype), whether compiled.
+# The outer module, whether compiled, and an encoder layer's query projection: its class, its
+# weight's type and the dtype its values are stored in.
 
 # %%
 family.models_table()

@@ -52,7 +52,8 @@ for code in family.code():
 
 # %% [markdown]
 # ## The model before and after
-# The outer module, an encoder Linear layer's weight (its type and dtype), whether compiled.
+# The outer module, whether compiled, and an encoder layer's query projection: its class, its
+# weight's type and the dtype its values are stored in.
 
 # %%
 family.models_table()
