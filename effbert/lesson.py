@@ -254,8 +254,8 @@ class Family:
             change = row.metric_change
             lines.append(
                 f"- **{text(row.technique)}** on {text(row.task)} (batch {row.batch_size}, "
-                f"{text(row.padding)}) {amount}; its {text(row.metric)} changed by "
-                f"{change:+.3g}."
+                f"{text(row.padding)}) {amount}; its {text(row.metric)} "
+                + (f"changed by {change:+.3g}." if change else "did not change.")
                 if pd.notna(change)
                 else f"- **{text(row.technique)}** {amount}."
             )

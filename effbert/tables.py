@@ -310,7 +310,8 @@ def _number(value, spec: str = ".2f") -> str:
 
 
 def _mean_ci(cell, measure: str) -> str:
-    return f"{cell[measure + '_mean']:.2f} ± {cell[measure + '_ci95']:.2f}"
+    """Mean ± half-width, the half-width to two significant digits (never "± 0.00")."""
+    return f"{cell[measure + '_mean']:.2f} ± {cell[measure + '_ci95']:.2g}"
 
 
 def best_table(
