@@ -129,3 +129,20 @@ def test_pages_are_written_readable_by_a_web_server(tmp_path):
     results.write_text_atomic(page, "<html></html>")
     assert page.read_text() == "<html></html>"
     assert page.stat().st_mode & 0o777 == 0o644
+
+
+def test_executed_notebooks_name_no_folder_of_the_machine(tmp_path, monkeypatch):
+    """papermill records the absolute path it wrote; the runner keeps it project-relative."""
+    import nbformat
+
+    monkeypatch.setattr(config, "PROJ_ROOT", tmp_path)
+    executed = tmp_path / "reports" / "mine" / "executed" / "00-check.ipynb"
+    executed.parent.mkdir(parents=True)
+    notebook = nbformat.v4.new_notebook()
+    given = {"cells": []}  # papermill keeps a notebook given as an object, not a path
+    notebook.metadata["papermill"] = {"input_path": given, "output_path": str(executed)}
+    nbformat.write(notebook, executed)
+    runner.portable_metadata(executed)
+    record = nbformat.read(executed, as_version=4).metadata["papermill"]
+    assert record["output_path"] == "reports/mine/executed/00-check.ipynb"
+    assert record["input_path"] == given
