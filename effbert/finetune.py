@@ -235,9 +235,8 @@ class FinetunePlan:
                 continue
             try:
                 rows = self._rows(task, "dev")
-                calibration = None
-                if technique.quantize == "fp8_static":  # the base model's scales do here
-                    calibration = fp8.calibration_batches(self.params, task, tokenizer)
+                # static FP8: the base model's scales, enough to warm the compile
+                calibration = fp8.calibration_for(technique, self.params, task, tokenizer)
             except data.DataError:
                 continue
             start = time.perf_counter()

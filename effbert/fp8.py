@@ -65,6 +65,13 @@ def calibration_batches(params, task, tokenizer) -> list[Batch]:
     return data.make_batches(tokenizer, rows, 1, "longest", params.max_length)
 
 
+def calibration_for(technique, params, task, tokenizer) -> list[Batch] | None:
+    """``calibration_batches`` where ``technique`` is static FP8, else None (nothing read)."""
+    if technique.quantize != "fp8_static":
+        return None
+    return calibration_batches(params, task, tokenizer)
+
+
 def input_amax(model: torch.nn.Module, batches: list[Batch], device) -> dict[str, float]:
     """Each encoder Linear's largest input magnitude over ``batches`` (the model as loaded,
     before quantizing)."""

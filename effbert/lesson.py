@@ -5,6 +5,7 @@ and sentences generated from the numbers."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 
@@ -97,6 +98,11 @@ class Family:
         self._models: dict[str, models.Prepared] = {}
         self.log_path = plan.paths["logs"] / f"{plan.params.profile}.log"
 
+    @functools.cached_property
+    def tokenizer(self):
+        """The first task's checkpoint's tokenizer, loaded once."""
+        return models.load_tokenizer(self.checkpoint)
+
     def code(self) -> list[Markdown]:
         """The functions that apply this family's techniques, from their source."""
         return [source(f) for f in self.spec["code"]]
@@ -113,10 +119,8 @@ class Family:
         if technique.name not in self._models:
             label_map = self.plan.label_map_for(self.task)
             with captured(self.log_path):
-                calibration = None
-                if technique.quantize == "fp8_static":
-                    tokenizer = models.load_tokenizer(self.checkpoint)
-                    calibration = fp8.calibration_batches(self.plan.params, self.task, tokenizer)
+                params = self.plan.params
+                calibration = fp8.calibration_for(technique, params, self.task, self.tokenizer)
                 self._models[technique.name] = models.prepare(
                     self.checkpoint,
                     self.task,
@@ -129,8 +133,9 @@ class Family:
 
     def _batches(self, technique: techniques.Technique):
         padding = "packed" if technique.packed else "max_length"
-        tokenizer = models.load_tokenizer(self.checkpoint)
-        return data.make_batches(tokenizer, self.rows, 16, padding, self.plan.params.max_length)
+        return data.make_batches(
+            self.tokenizer, self.rows, 16, padding, self.plan.params.max_length
+        )
 
     def models_table(self) -> pd.DataFrame:
         """The model before (fp32, as loaded) and after each technique: its outer module,

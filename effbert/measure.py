@@ -76,13 +76,6 @@ def check_finite(logits: np.ndarray, cell: Cell) -> np.ndarray:
     return logits
 
 
-def calibration(cell: Cell, params: Params, tokenizer) -> list | None:
-    """Train rows for static FP8's scales, where the cell's technique has them (else None)."""
-    if cell.technique.quantize != "fp8_static":
-        return None
-    return fp8.calibration_batches(params, cell.task, tokenizer)
-
-
 class CellRun:
     """One cell's model ready to measure: prepared, and run once over every batch shape
     (compilation and autotuning happen there, unmeasured). Windows are taken one at a time, so
@@ -110,7 +103,7 @@ class CellRun:
             label_map,
             params.seed,
             static_rows(cell.technique, cell.batch_size, cell.padding, params.scope),
-            calibration(cell, params, self.tokenizer),
+            fp8.calibration_for(cell.technique, params, cell.task, self.tokenizer),
         )
         self.inputs = [self.prepared.inputs(b) for b in self.batches]
         self.forward = self.prepared.forward()
