@@ -99,10 +99,7 @@ def _claims_lead(verdicts: pd.DataFrame) -> pd.DataFrame:
             "compared": lead["compared"],
             "task": lead["task"],
             "verdict": lead["verdict"],
-            "energy ratio [95%]": [
-                f"{r:.3f} [{lo:.3f}, {hi:.3f}]"
-                for r, lo, hi in zip(lead["ratio"], lead["low"], lead["high"], strict=True)
-            ],
+            "energy ratio [95%]": [_interval(row) for _, row in lead.iterrows()],
             "above idle": lead["above_idle"].map("{:.3f}".format),
         }
     )
@@ -334,8 +331,10 @@ def agreement_markdown(trials: pd.DataFrame, compare_with: str) -> str:
         return f"{where} holds no cell of these configurations: nothing to compare."
     shown = table.assign(
         ratio=[
-            f"{r:.3f} [{lo:.3f}, {hi:.3f}]" if lo == lo else f"{r:.3f} (one cell: no interval)"
-            for r, lo, hi in zip(table["ratio"], table["low"], table["high"], strict=True)
+            _interval(row)
+            if row["low"] == row["low"]
+            else f"{row['ratio']:.3f} (one cell: no interval)"
+            for _, row in table.iterrows()
         ]
     ).drop(columns=["low", "high"])
     return (
@@ -373,11 +372,13 @@ def carry_over_markdown(trials: pd.DataFrame, compare_with: str = "") -> str:
     )
 
 
+def _interval(row: pd.Series) -> str:
+    """A row's ``ratio`` with its ``low``-``high`` interval, as every table here shows it."""
+    return f"{row['ratio']:.3f} [{row['low']:.3f}, {row['high']:.3f}]"
+
+
 def _ratio_text(row: pd.Series) -> str:
-    return (
-        f"{row['ratio']:.3f} [{row['low']:.3f}, {row['high']:.3f}]; above idle "
-        f"{row['above_idle']:.3f}"
-    )
+    return f"{_interval(row)}; above idle {row['above_idle']:.3f}"
 
 
 def claims_lines(reports_dir: str | Path, profile: str) -> str:
