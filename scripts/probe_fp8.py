@@ -3,9 +3,11 @@ packed, memory-efficient varlen attention, cls_last, GELU epilogue, CUDA graphs)
 GPU, in alternating windows of one run. Weights are random with DistilBERT's shapes (energy
 does not depend on their values); inputs are a dataset's token ids, one packed batch.
 
-FP8 here: every encoder Linear's weight in float8 e4m3 with one scale, its input cast with a
-scale calibrated once (amax over a calibration pass), ``torch._scaled_mm`` with the bias in its
-epilogue and bf16 out. Not a technique of effbert yet: this measures whether it would pay.
+FP8 here is effbert's ``fp8s`` (``effbert.fp8``): every encoder Linear's weight in float8 e4m3
+with one scale, its input cast with a scale calibrated once on the first 64 rows,
+``torch._scaled_mm`` with the bias in its epilogue and bf16 out. (The run in
+reports/probe-fp8 used this probe at 9c6356c, with its own copy of that layer calibrated on the
+whole packed batch.)
 
     python scripts/probe_fp8.py --ids ids.json [--batch 872] [--trials 3] [--window-s 2]
 
@@ -23,84 +25,28 @@ import time
 
 import torch
 
+from effbert import fp8
+from effbert.data import Batch
 from effbert.packed import PackedClassifier, pack
 
-E4M3_MAX = 448.0
 
-
-class StaticFP8Linear(torch.nn.Module):
-    """A Linear whose weight is float8 e4m3 (one scale) and whose input is cast with a fixed
-    scale (``input_amax`` / 448): one ``torch._scaled_mm`` with the bias, bf16 out."""
-
-    def __init__(self, linear: torch.nn.Linear, input_amax: float, fast_accum: bool) -> None:
-        super().__init__()
-        weight = linear.weight.detach().float()
-        w_scale = weight.abs().max().clamp(min=1e-12) / E4M3_MAX
-        # (out, in) row-major, transposed: the (in, out) column-major operand _scaled_mm wants
-        self.register_buffer("weight_t", (weight / w_scale).to(torch.float8_e4m3fn).t())
-        self.register_buffer("w_scale", w_scale.reshape(()))
-        x_scale = torch.tensor(max(input_amax, 1e-6) / E4M3_MAX, device=weight.device)
-        self.register_buffer("x_scale", x_scale)
-        self.register_buffer("x_inv_scale", 1.0 / x_scale)
-        self.register_buffer("bias", linear.bias.detach().to(torch.bfloat16))
-        self.fast_accum = fast_accum
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        xq = (rows * self.x_inv_scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
-        out = torch._scaled_mm(
-            xq,
-            self.weight_t,
-            scale_a=self.x_scale,
-            scale_b=self.w_scale,
-            bias=self.bias,
-            out_dtype=torch.bfloat16,
-            use_fast_accum=self.fast_accum,
-        )
-        return out.reshape(*x.shape[:-1], -1)
-
-
-def encoder_linears(model) -> dict[str, torch.nn.Linear]:
-    return {
-        name: m
-        for name, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and name.startswith("distilbert.")
-    }
-
-
-def calibrate(packed: PackedClassifier, inputs: dict) -> dict[str, float]:
-    """Each encoder Linear's largest input magnitude over one eager forward."""
-    amax, hooks = {}, []
-    for name, linear in encoder_linears(packed.classifier_model).items():
-
-        def record(module, args, name=name):
-            amax[name] = max(amax.get(name, 0.0), float(args[0].abs().max()))
-
-        hooks.append(linear.register_forward_pre_hook(record))
-    with torch.inference_mode():
-        packed(**inputs)
-    for hook in hooks:
-        hook.remove()
-    return amax
-
-
-def to_fp8(model, amax: dict[str, float], fast_accum: bool) -> None:
-    for name, linear in encoder_linears(model).items():
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        setattr(parent, child, StaticFP8Linear(linear, amax[name], fast_accum))
-
-
-def build(variant: str, base_state, config, inputs, amax=None):
+def build(variant: str, base_state, config, calibration):
+    """The bf16 best configuration, or with every encoder Linear in static FP8
+    (``effbert.fp8``, fast accumulation only for ``fp8_fast``), compiled with CUDA graphs."""
     from transformers import DistilBertForSequenceClassification
 
     model = DistilBertForSequenceClassification(config)
     model.load_state_dict(base_state)
     model = model.to("cuda", torch.bfloat16).eval()
-    fp8 = variant.startswith("fp8")
-    if fp8:
-        to_fp8(model, amax, fast_accum=variant.endswith("fast"))
-    packed = PackedClassifier(model, cls_last=True, kernel="memory-efficient", epilogue=not fp8)
+    quantized = variant.startswith("fp8")
+    if quantized:
+        fp8.to_static_fp8(model, calibration, "cuda")
+        for module in model.modules():
+            if isinstance(module, fp8.StaticFP8Linear):
+                module.fast_accum = variant.endswith("fast")
+    packed = PackedClassifier(
+        model, cls_last=True, kernel="memory-efficient", epilogue=not quantized
+    )
     return torch.compile(packed, mode="reduce-overhead", dynamic=False)
 
 
@@ -167,7 +113,12 @@ def main() -> None:
         torch.__version__,
         flush=True,
     )
-    ids = sorted(json.load(open(args.ids))["ids"], key=len)[: args.batch]
+    given = json.load(open(args.ids))["ids"]
+    calibration = [  # the first rows, one per batch, as effbert.fp8 calibrates on train rows
+        Batch(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long), torch.tensor([i]))
+        for i, s in enumerate(given[: fp8.CALIBRATION_ROWS])
+    ]
+    ids = sorted(given, key=len)[: args.batch]
     width = max(map(len, ids))
     input_ids = torch.tensor([s + [0] * (width - len(s)) for s in ids])
     mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in ids])
@@ -175,14 +126,6 @@ def main() -> None:
     torch.manual_seed(0)
     config = DistilBertConfig(vocab_size=28996, num_labels=2)
     base_state = DistilBertForSequenceClassification(config).state_dict()
-
-    reference = DistilBertForSequenceClassification(config)
-    reference.load_state_dict(base_state)
-    reference = PackedClassifier(
-        reference.to("cuda", torch.bfloat16).eval(), cls_last=True, kernel="memory-efficient"
-    )
-    amax = calibrate(reference, inputs)
-    del reference
 
     time.sleep(1.0)
     e0, t0 = energy_mj(handle), time.perf_counter()
@@ -193,7 +136,7 @@ def main() -> None:
     variants = ["bf16", "fp8", "fp8_fast"]
     runs, logits = {}, {}
     for variant in variants:
-        model = build(variant, base_state, config, inputs, amax)
+        model = build(variant, base_state, config, calibration)
         t0 = time.perf_counter()
         with torch.inference_mode():
             for _ in range(3):
@@ -220,7 +163,7 @@ def main() -> None:
         j = [r["j_per_1k"] for r in rows[variant]]
         mean = sum(j) / len(j)
         dynamic = mean - idle_w * 1000 / (sum(r["samples_per_s"] for r in rows[variant]) / len(j))
-        ratio = math.exp(sum(math.log(a / b) for a, b in zip(j, base)) / len(j))
+        ratio = math.exp(sum(math.log(a / b) for a, b in zip(j, base, strict=True)) / len(j))
         diff = float((logits[variant] - logits["bf16"]).abs().max())
         agree = float((logits[variant].argmax(1) == logits["bf16"].argmax(1)).float().mean())
         print(
