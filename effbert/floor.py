@@ -1,13 +1,14 @@
 """The energy floor's tables: each cell beside the task's original configuration, with the
-share of the GPU's dense 16-bit peak it reached; end-to-end cells beside the forward pass."""
+share of the GPU's dense peak it reached; end-to-end cells beside the forward pass."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from effbert.kernels import kernel_check_text
-from effbert.stats import energy_ratio, original_cell, single_device
+from effbert.kernels import kernel_check_text, kernel_split, window_split
+from effbert.stats import energy_ratio, original_cell, paired_log_ratio, single_device
 from effbert.tables import _mean_ci
+from effbert.techniques import parse
 
 # DistilBERT's encoder: 6 layers of 4 d^2 (attention projections) + 2 d f (FFN) multiply-adds
 # per token, d = 768, f = 3072; attention scores add little at GLUE lengths.
@@ -26,12 +27,21 @@ def flop_per_token(shortcut: str) -> float:
     return FLOP_PER_TOKEN
 
 
-# Dense 16-bit tensor-core peak (FLOP/s), from the vendors' data sheets.
+# Dense tensor-core peaks (FLOP/s), 16-bit and FP8, from the vendors' data sheets.
 PEAK_16BIT = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
+PEAK_FP8 = {"H100": 1979e12, "H200": 1979e12, "L4": 242e12}
 
 
-def peak_flops(device_name: str) -> float:
-    return next((v for k, v in PEAK_16BIT.items() if k in str(device_name)), float("nan"))
+def peak_flops(device_name: str, peaks: dict[str, float] = PEAK_16BIT) -> float:
+    return next((v for k, v in peaks.items() if k in str(device_name)), float("nan"))
+
+
+def peak_share(technique: str, device_name: str, flop_per_s: float) -> str:
+    """Achieved FLOP/s against the dense peak of the products the cell runs: FP8's for the FP8
+    precisions, 16-bit's for the rest (fp32's products run below it)."""
+    fp8 = str(parse(technique).quantize).startswith("fp8")
+    peak = peak_flops(device_name, PEAK_FP8 if fp8 else PEAK_16BIT)
+    return f"{flop_per_s / peak:.1%} of {'FP8' if fp8 else '16-bit'}"
 
 
 def floor_table(summary: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
@@ -64,7 +74,7 @@ def floor_table(summary: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
                         if base is not None
                         else "no original cell"
                     ),
-                    "16-bit peak": f"{achieved / peak_flops(cell['device_name']):.1%}",
+                    "dense peak": peak_share(cell["technique"], cell["device_name"], achieved),
                     "kernel check": kernel_check_text(cell),
                     "prepare s": round(cell["prepare_s"], 1),
                     "peak MB": round(cell["peak_memory_mb"])
@@ -73,6 +83,84 @@ def floor_table(summary: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+SPLIT_KINDS = (
+    "matrix products",
+    "attention",
+    "element-wise and other",
+    "layer norm",
+    "no kernel running",
+)
+
+
+def attempt_rows(
+    run: str, summary: pd.DataFrame, trials: pd.DataFrame, kernels: dict[str, dict], task: str
+) -> list:
+    """One run's cells of ``task``, each against the original configuration measured in that
+    run, with the share of its windows' time by kernel kind and with no kernel running
+    (``kernels``: cell id to its kernel record; the GPU's busy time where a record has no
+    window split)."""
+    cells = single_device(summary[(summary["task"] == task)])
+    cells = cells[cells["j_per_1k_samples_mean"].notna()]
+    base = original_cell(cells)
+    rows = []
+    for _, cell in cells.iterrows():
+        record = kernels.get(cell["cell_id"]) or {}
+        windows = trials[(trials["cell_id"] == cell["cell_id"]) & (trials["status"] == "ok")]
+        split = window_split(record, windows) or kernel_split(record)
+        row = {
+            "run": run,
+            "device": str(cell["device_name"]).replace("NVIDIA ", ""),
+            "technique": cell["technique"],
+            "batch": cell["batch_size"],
+            "J/1k": _mean_ci(cell, "j_per_1k_samples"),
+            "above idle": round(float(cell["dynamic_j_per_1k_samples_mean"]), 2),
+            "original / this": "no original in the run",
+            "metric change": "",
+        }
+        if base is not None:
+            ratio, _ = energy_ratio(cell, base)
+            row["original / this"] = f"{1 / ratio:.1f}×"
+            row["metric change"] = f"{cell['metric_value'] - base['metric_value']:+.4f}"
+        row.update({kind: f"{split[kind]:.0%}" if kind in split else "" for kind in SPLIT_KINDS})
+        row["j_per_1k"] = float(cell["j_per_1k_samples_mean"])
+        rows.append(row)
+    return rows
+
+
+def attempts_table(rows: list[dict]) -> pd.DataFrame:
+    """Every attempt of every run, cheapest first (``attempt_rows``)."""
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return table.sort_values("j_per_1k").drop(columns="j_per_1k").reset_index(drop=True)
+
+
+def paired_rows(trials: pd.DataFrame, task: str, reference: tuple[str, int]) -> pd.DataFrame:
+    """Each of one run's ``task`` cells against the ``reference`` cell (technique, batch) of the
+    same run: J per 1000 samples, paired by round, with 95% intervals."""
+    ok = trials[(trials["status"] == "ok") & (trials["task"] == task)]
+    per_cell = {
+        key: group.sort_values("trial")["j_per_1k_samples"].to_numpy()
+        for key, group in ok.groupby(["technique", "batch_size"], sort=False)
+    }
+    if reference not in per_cell:
+        raise ValueError(f"no {task} cell {reference[0]} at batch {reference[1]} in these trials")
+    rows = []
+    for (technique, batch), values in per_cell.items():
+        r = paired_log_ratio(values, per_cell[reference])
+        rows.append(
+            {
+                "technique": technique,
+                "batch": batch,
+                "J/1k": round(float(values.mean()), 3),
+                "this / reference": f"{r.ratio:.3g} [{r.low:.3g}, {r.high:.3g}]",
+                "reference / this": f"{1 / r.ratio:.3g}× [{1 / r.high:.3g}, {1 / r.low:.3g}]",
+                "rounds": r.n,
+            }
+        )
+    return pd.DataFrame(rows).sort_values("J/1k").reset_index(drop=True)
 
 
 def cpu_estimate_j_per_1k(cell, cpu_power_per_core_w: float) -> float:

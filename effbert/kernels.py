@@ -163,17 +163,35 @@ KERNEL_KINDS = (
 )
 
 
+# Inductor names a fused Triton kernel after every op it took in (``triton_poi_fused__scaled_mm_
+# _to_copy_clamp_gelu_mul``: GELU and the cast to a product's FP8 input); only its templates
+# (``triton_tem_``) compute a product or attention, and its ``_to_copy`` is a cast.
+FUSED_TRITON = ("triton_poi_", "triton_per_", "triton_red_")
+NOT_IN_FUSED_TRITON = ("matrix products", "attention", "copies")
+
+
+def kernel_kind(name: str) -> str:
+    """What a kernel computes, from its name (``KERNEL_KINDS``), else element-wise and other."""
+    name = name.lower()
+    fused = name.startswith(FUSED_TRITON)
+    return next(
+        (
+            kind
+            for kind, signs in KERNEL_KINDS
+            if not (fused and kind in NOT_IN_FUSED_TRITON) and any(s in name for s in signs)
+        ),
+        "element-wise and other",
+    )
+
+
 def kernel_split(kernels: dict) -> dict[str, float]:
     """Shares of a cell's GPU time by kind, from its recorded top kernels (the rest: other)."""
     split: dict[str, float] = {}
     if not kernels.get("top"):
         return split  # no kernel record (a CPU cell, or kernel_check off)
     for kernel in kernels.get("top", []):
-        name = kernel["name"].lower()
-        kind = next((k for k, signs in KERNEL_KINDS if any(s in name for s in signs)), None)
-        split[kind or "element-wise and other"] = (
-            split.get(kind or "element-wise and other", 0) + kernel["share"]
-        )
+        kind = kernel_kind(kernel["name"])
+        split[kind] = split.get(kind, 0) + kernel["share"]
     listed = sum(split.values())
     if listed < 0.999:
         split["not in the top 12"] = 1 - listed

@@ -5,8 +5,8 @@ to 128) and every candidate of a profile's ``combinations``, in one run on one G
 
 Prints, per task and cell: J per 1000 samples (total and above idle) with 95% intervals,
 samples/s, the task metric, the ratio to the original configuration, the fraction of the GPU's
-dense 16-bit peak reached, and the kernel check. Records go where notebooks put them, so the
-frontier notebook reads the same cells.
+dense peak reached (FP8's for FP8 cells), and the kernel check. Records go where notebooks put
+them, so the frontier notebook reads the same cells.
 """
 
 from __future__ import annotations

@@ -336,6 +336,23 @@ def test_window_split_scales_kernel_kinds_by_the_busy_share_of_the_windows():
     assert kernels.window_split({"top": record["top"]}, frame) == {}
 
 
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("nvjet_sm90_qqtst_192x176_128x4_1x2_h_bz_coopB_bias_TNT", "matrix products"),
+        ("triton_poi_fused__scaled_mm__to_copy_clamp_gelu_mul_3", "element-wise and other"),
+        ("triton_per_fused__scaled_mm__to_copy_add_clamp_mul_native_layer_norm_4", "layer norm"),
+        ("triton_tem_fused_clone_flex_attention_transpose_unsqueeze_view_0", "attention"),
+        ("triton_tem_fused_mm_gelu_0", "matrix products"),
+        ("fmha_cutlassF_bf16_aligned_64x64_rf_sm80(PyTorchMemEffAttention", "attention"),
+    ],
+)
+def test_a_fused_triton_kernel_is_counted_as_what_it_computes_not_what_it_feeds(name, kind):
+    """Inductor names a kernel after the ops it fused: a GELU that casts a product's FP8 input
+    is element-wise work, not a matrix product."""
+    assert kernels.kernel_kind(name) == kind
+
+
 def test_the_notebook_summary_leaves_out_what_was_not_measured(tmp_path):
     study = small_study(tmp_path, tasks=["sst2"])
     shown = study.summary(study.run(["fp32"]))
