@@ -3,7 +3,7 @@
 
 import re
 
-from effbert import config, report
+from effbert import config, floor, report, results
 
 README = (config.PROJ_ROOT / "README.md").read_text()
 
@@ -21,6 +21,22 @@ def test_the_answer_and_claims_are_printed_from_the_records():
     study = config.PROJ_ROOT / "reports" / "study"
     assert report.answer_markdown(study, "study") in README
     assert report.claims_lines(study, "study") in README
+
+
+def test_the_fp8_floor_numbers_are_the_records_of_its_run():
+    trials = results.read_results(config.PROJ_ROOT / "reports" / "floor-fp8" / "results")
+    best = ("fp8s+varlen_mem+graphs+cls_last", 2048)
+    bf16 = ("bf16+varlen_mem+graphs+cls_last+epilogue", 1024)
+
+    def row(reference):
+        table = floor.paired_rows(trials, "sst2", reference)
+        return table[(table["technique"] == best[0]) & (table["batch"] == best[1])].iloc[0]
+
+    original = row(("fp32", 16))["reference / this"]  # "73.7× [71, 76.6]"
+    value, low, high = (float(x) for x in re.findall(r"[0-9.]+", original))
+    assert f"{value:.1f}× [{low:.1f}, {high:.1f}]" in README
+    assert f"{row(bf16)['this / reference'].split()[0]}× the bf16 best" in README
+    assert f"took SST-2 to {row(('fp32', 16))['J/1k']:.2f} J/1k" in README
 
 
 def test_every_local_link_and_image_resolves():
