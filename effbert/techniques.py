@@ -61,10 +61,13 @@ ATTENTIONS: dict[str, dict] = {
         "package": "flash_attn_interface",
     },
 }
-EXECUTIONS = ("eager", "compile", "compile_max", "graphs", "pipeline")
+EXECUTIONS = ("eager", "compile", "compile_max", "graphs", "graphs_tuned", "pipeline")
 
 
-COMPILED_EXECUTIONS = ("compile", "compile_max", "graphs")
+COMPILED_EXECUTIONS = ("compile", "compile_max", "graphs", "graphs_tuned")
+
+
+CUDA_EXECUTIONS = ("compile_max", "graphs", "graphs_tuned")
 
 
 SHORTCUTS = ("none", "cls_last")
@@ -83,7 +86,9 @@ class Technique:
         execution: ``eager``, ``compile`` (``torch.compile``: for one shape where every
             batch has one, see ``prepare``'s ``static_rows``, else for any shape),
             ``compile_max`` (``max-autotune-no-cudagraphs``), ``graphs`` (``torch.compile``
-            replaying one CUDA graph per input shape, ``reduce-overhead``) or ``pipeline`` (the
+            replaying one CUDA graph per input shape, ``reduce-overhead``), ``graphs_tuned``
+            (the same, with the launch settings of each fused Triton kernel searched by
+            inductor's coordinate-descent tuner, this compile only) or ``pipeline`` (the
             transformers ``text-classification`` pipeline, raw text in and labels out: what a
             user writes).
         shortcut: ``none``, or ``cls_last``: the last layer computed for the first token only,
@@ -160,7 +165,7 @@ class Technique:
 
     @property
     def needs_cuda(self) -> bool:
-        return self._axis("needs_cuda", False) or self.execution in ("compile_max", "graphs")
+        return self._axis("needs_cuda", False) or self.execution in CUDA_EXECUTIONS
 
     @property
     def axes(self) -> dict[str, str]:
@@ -237,7 +242,8 @@ def parse(name: str) -> Technique:
         )
     if ATTENTIONS[full[1]].get("flex") and full[2] not in COMPILED_EXECUTIONS:
         raise ValueError(
-            f"technique {name!r}: flex attention runs compiled; add compile, compile_max or graphs"
+            f"technique {name!r}: flex attention runs compiled; add "
+            f"{', '.join(COMPILED_EXECUTIONS)}"
         )
     preset = next((p for p, a in PRESETS.items() if a == full), None)
     if preset and shortcut == "none" and fusion == "none":
@@ -362,6 +368,10 @@ COMPILE_MODES = {
     "compile_max": "max-autotune-no-cudagraphs",
     "graphs": "reduce-overhead",
 }
+# inductor settings of an execution that no mode names (torch.compile takes a mode or these)
+COMPILE_OPTIONS = {
+    "graphs_tuned": {"triton.cudagraphs": True, "coordinate_descent_tuning": True},
+}
 
 
 def apply_execution(
@@ -374,8 +384,11 @@ def apply_execution(
     # Python floats (scales, eps) stay constants: traced as symbols they make dynamo
     # restart its analysis, which took a third of int8's compile time.
     torch._dynamo.config.specialize_float = True
-    mode = COMPILE_MODES[technique.execution]
-    return torch.compile(model, mode=mode, dynamic=static_rows is None or technique.packed)
+    dynamic = static_rows is None or technique.packed
+    if technique.execution in COMPILE_OPTIONS:
+        options = COMPILE_OPTIONS[technique.execution]
+        return torch.compile(model, options=options, dynamic=dynamic)
+    return torch.compile(model, mode=COMPILE_MODES[technique.execution], dynamic=dynamic)
 
 
 @contextlib.contextmanager

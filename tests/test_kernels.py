@@ -2,6 +2,7 @@
 name promises a kernel that did not run fails the check with the family that did."""
 
 import pytest
+import torch
 
 from effbert import kernels, techniques
 
@@ -68,3 +69,21 @@ def test_the_grammar_composes_the_new_axes_and_refuses_what_cannot_go_together()
     with pytest.raises(ValueError, match="quantized"):
         techniques.parse("fp8+varlen+epilogue")
     assert "shortcut, fusion" in techniques.spelling_problem("bf16+varlen+epilogue+cls_last")
+
+
+def test_graphs_tuned_compiles_with_cuda_graphs_and_the_coordinate_descent_tuner(monkeypatch):
+    technique = techniques.parse("fp8s+varlen_mem+graphs_tuned+cls_last")
+    assert technique.compiled and technique.needs_cuda
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: calls.append(kwargs) or model)
+    techniques.apply_execution(torch.nn.Linear(2, 2), technique)
+    techniques.apply_execution(torch.nn.Linear(2, 2), techniques.parse("bf16+varlen+graphs"))
+    assert calls == [
+        {
+            "options": {"triton.cudagraphs": True, "coordinate_descent_tuning": True},
+            "dynamic": True,
+        },
+        {"mode": "reduce-overhead", "dynamic": True},
+    ]
+    with pytest.raises(ValueError, match="compile, compile_max, graphs, graphs_tuned"):
+        techniques.parse("bf16+flex")
