@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from effbert import config as cfg
-from effbert import folders, pool, profiles, report, results, runs
+from effbert import folders, pages, pool, profiles, report, results, runs
 from effbert.models import TINY_RANDOM
 from effbert.params import Params
 
@@ -382,8 +382,8 @@ def _execute(path: Path, parameters: dict[str, Any], out: dict[str, Path]) -> tu
     if not executed.exists():
         return status, message
     try:
-        portable_metadata(executed)
-        to_html(executed, out["root"] / f"{path.stem}.html")
+        pages.portable_metadata(executed)
+        pages.to_html(executed, out["root"] / f"{path.stem}.html")
     except OSError as err:
         return "failed", (message + "; " if message else "") + _write_failure(err, executed)
     return status, message
@@ -408,24 +408,3 @@ def _write_failure(err: OSError, kept: Path) -> str:
         f"could not write {where}: {err.strerror or err}. Free disk space or make the reports "
         f"folder writable, then run again; finished cells are kept ({kept.name} if it was saved)"
     )
-
-
-def portable_metadata(executed: Path) -> None:
-    """papermill's record of where the notebook was written, made project-relative (a
-    published notebook names no folder of the machine it ran on)."""
-    import nbformat
-
-    notebook = nbformat.read(executed, as_version=4)
-    record = notebook.metadata.get("papermill", {})
-    for key in ("input_path", "output_path"):  # input_path: a path, or the notebook itself
-        if isinstance(record.get(key), str):
-            record[key] = cfg.project_relative(record[key])
-    results.write_text_atomic(executed, nbformat.writes(notebook))
-
-
-def to_html(executed: Path, target: Path) -> None:
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
-    results.write_text_atomic(target, body)

@@ -1,6 +1,6 @@
 import pytest
 
-from effbert import cli, config, profiles, results, runner
+from effbert import cli, config, pages, profiles, results, runner
 
 NOTEBOOK = """# %% [markdown]
 # # A test notebook
@@ -142,7 +142,30 @@ def test_executed_notebooks_name_no_folder_of_the_machine(tmp_path, monkeypatch)
     given = {"cells": []}  # papermill keeps a notebook given as an object, not a path
     notebook.metadata["papermill"] = {"input_path": given, "output_path": str(executed)}
     nbformat.write(notebook, executed)
-    runner.portable_metadata(executed)
+    pages.portable_metadata(executed)
     record = nbformat.read(executed, as_version=4).metadata["papermill"]
     assert record["output_path"] == "reports/mine/executed/00-check.ipynb"
     assert record["input_path"] == given
+
+
+def test_a_page_loads_nothing_from_the_network_and_keeps_its_figure_and_look(tmp_path):
+    import base64
+
+    import nbformat
+
+    executed = tmp_path / "executed.ipynb"
+    notebook = nbformat.v4.new_notebook()
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()
+    figure = nbformat.v4.new_output("display_data", data={"image/png": png})
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell("# Title\nCosts $5 and $6."),
+        nbformat.v4.new_code_cell("plot()", outputs=[figure]),
+    ]
+    nbformat.write(notebook, executed)
+    page = tmp_path / "page.html"
+    pages.to_html(executed, page)
+    html = page.read_text()
+    assert "<script src=" not in html and "import(" not in html and "cdnjs" not in html
+    assert f"data:image/png;base64,{png}" in html
+    assert "jp-Notebook" in html and "Costs $5 and $6." in html
+    assert "<title>Title</title>" in html
