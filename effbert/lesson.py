@@ -204,11 +204,7 @@ class Family:
         table = self._records()
         if table.empty:
             return table
-        ratio = [
-            "" if pd.isna(r) else f"{r:.3f} ± {c:.3f}" if pd.notna(c) else f"{r:.3f}"
-            for r, c in zip(table["energy_vs_base"], table["energy_vs_base_ci95"], strict=True)
-        ]
-        shown = with_intervals(table.assign(energy_vs_base=ratio))
+        shown = with_intervals(table.rename(columns={"energy_vs_base": "energy_vs_base_mean"}))
         return shown[list(RECORD_COLUMNS)].rename(columns=RECORD_COLUMNS).reset_index(drop=True)
 
     def _records(self) -> pd.DataFrame:

@@ -184,3 +184,22 @@ def test_run_agreement_tells_a_shift_from_agreement(tmp_path):
     low, high = scipy_stats.t.interval(0.95, 7, loc=logs.mean(), scale=scipy_stats.sem(logs))
     assert table.loc["all", ["low", "high"]].tolist() == pytest.approx(np.exp([low, high]))
     assert table.loc["all", "shared"] == 8
+
+
+def test_a_technique_notebooks_records_give_the_energy_ratio_with_its_interval(tmp_path):
+    from effbert import lesson
+
+    cells = tmp_path / "cells"
+    results.write_cell(cells, record())
+    results.write_cell(cells, record(technique="fp16", energy=(25.0, 27.5)))
+    table = stats.comparison(stats.summarize(results.write_tables(tmp_path, cells)))
+    family = lesson.Family.__new__(lesson.Family)
+    family._records = lambda: table
+    shown = family.records().set_index("technique")
+    ratio, half_width = table.set_index("technique").loc[
+        "fp16", ["energy_vs_base", "energy_vs_base_ci95"]
+    ]
+    assert shown.loc["fp16", "energy / baseline"] == f"{ratio:.3g} ± {half_width:.3g}"
+    assert shown.loc["fp32", "energy / baseline"].startswith("1 ")
+    columns = list(lesson.RECORD_COLUMNS.values())
+    assert list(shown.columns) == [c for c in columns if c != "technique"]
