@@ -163,6 +163,40 @@ def paired_rows(trials: pd.DataFrame, task: str, reference: tuple[str, int]) -> 
     return pd.DataFrame(rows).sort_values("J/1k").reset_index(drop=True)
 
 
+def every_task_rows(trials: pd.DataFrame, original: tuple[str, int] = ("fp32", 16)) -> pd.DataFrame:
+    """Each task's cells against that task's ``original`` cell of the same run, paired by
+    round, with the metric's change: one configuration carried to every task, as measured."""
+    ok = trials[trials["status"] == "ok"]
+    rows = []
+    for task in sorted(ok["task"].unique()):
+        on_task = ok[ok["task"] == task]
+        base = on_task[
+            (on_task["technique"] == original[0]) & (on_task["batch_size"] == original[1])
+        ]
+        if base.empty:
+            continue
+        paired = paired_rows(trials, task, original)
+        metrics = on_task.groupby(["technique", "batch_size"])["metric_value"].first()
+        base_metric = float(base["metric_value"].iloc[0])
+        for _, row in paired.iterrows():
+            if (row["technique"], row["batch"]) == original:
+                continue
+            change = float(metrics[(row["technique"], row["batch"])]) - base_metric
+            rows.append(
+                {
+                    "task": task,
+                    "technique": row["technique"],
+                    "batch": row["batch"],
+                    "J/1k": row["J/1k"],
+                    "original / this": row["reference / this"],
+                    "metric": str(base["metric"].iloc[0]),
+                    "original's": round(base_metric, 4),
+                    "change": f"{change:+.4f}",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def cpu_estimate_j_per_1k(cell, cpu_power_per_core_w: float) -> float:
     """CPU energy per 1000 samples where no counter reads it: the cores the cell kept busy (a
     forward-only cell's one Python thread where it was not measured) times a stated power per

@@ -7,8 +7,8 @@ same run, with the windows' time split by kind of kernel and idle (the cell's pr
 
 Runs are the folders ``reports/floor*`` with results; ratios compare within a run only (hosts
 and days differ between runs). ``--paired RUN`` adds that run's cells against the original
-configuration and a reference cell, paired by round, with 95% intervals, and draws its
-``figures/floor.png``.
+configuration and a reference cell, paired by round, with 95% intervals, every task's cells
+against that task's original, and draws its ``figures/floor.png``.
 """
 
 from __future__ import annotations
@@ -82,6 +82,9 @@ def paired_text(run: Path, task: str, reference: str | None) -> str:
             raise SystemExit(f"--paired {run.name}: {err}") from None
         title = f"## {run.name}: each cell against {technique} at batch {batch}, paired by round"
         parts.append(title + "\n\n" + tables.markdown_table(table))
+    every_task = floor.every_task_rows(trials)
+    title = f"## {run.name}: every task, each cell against that task's original, paired by round"
+    parts.append(title + "\n\n" + tables.markdown_table(every_task))
     return "\n\n".join(parts)
 
 

@@ -89,3 +89,16 @@ def test_the_attempts_script_writes_its_tables_and_the_paired_runs_figure(tmp_pa
     monkeypatch.setattr(sys, "argv", [*argv[:-1], "bf16-at-1024"])
     with pytest.raises(SystemExit, match="write TECHNIQUE:BATCH"):
         runpy.run_path(str(script), run_name="__main__")
+
+
+def test_every_task_holds_its_cells_against_its_own_original(trials):
+    table = floor.every_task_rows(trials)
+    assert set(table["task"]) == {"sst2", "cola", "mrpc", "rte", "stsb", "wnli"}
+    assert not (table["technique"] == "fp32").any()
+    cola = table[table["task"] == "cola"].iloc[0]
+    on_cola = trials[(trials["task"] == "cola") & (trials["status"] == "ok")]
+    metric = on_cola.groupby("technique")["metric_value"].first()
+    assert cola["metric"] == "matthews_correlation"
+    assert cola["change"] == f"{metric[cola['technique']] - metric['fp32']:+.4f}"
+    paired = floor.paired_rows(trials, "cola", ("fp32", 16))
+    assert cola["original / this"] == paired.iloc[0]["reference / this"]

@@ -37,6 +37,10 @@ def test_the_fp8_floor_numbers_are_the_records_of_its_run():
     assert f"{value:.1f}× [{low:.1f}, {high:.1f}]" in README
     assert f"{row(bf16)['this / reference'].split()[0]}× the bf16 best" in README
     assert f"took SST-2 to {row(('fp32', 16))['J/1k']:.2f} J/1k" in README
+    every_task = floor.every_task_rows(trials).set_index("task")
+    for task, name in (("rte", "RTE"), ("cola", "CoLA")):
+        ratio = every_task.loc[task, "original / this"].split()[0]
+        assert f"{ratio} ({name})" in " ".join(README.split())
 
 
 def test_every_local_link_and_image_resolves():
