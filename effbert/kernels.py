@@ -128,8 +128,8 @@ def kernel_record(
 def kernel_check(names: list[str], technique: Technique) -> dict:
     """Whether the kernels a technique promises ran: its attention family exactly (a cell
     named for FlashAttention that ran the memory-efficient kernel fails), int8 and FP8 matrix
-    products; the family that ran, and the fallback in words where one did not."""
-    lowered = " ".join(names).lower()
+    products, GELU fused into a Triton kernel; the family that ran, and the fallback in words
+    where one did not."""
     ran, promised = attention_family(names), expected_family(technique)
     found, missing = {}, []
     if promised:
@@ -140,9 +140,10 @@ def kernel_check(names: list[str], technique: Technique) -> dict:
     for kind, wanted in (
         ("int8", technique.quantize == "int8_dynamic"),
         ("fp8", technique.quantize in ("fp8", "fp8_static")),
+        ("fused GELU", technique.fusion == "tanh_gelu" and technique.needs_cuda),
     ):
         if wanted:
-            found[kind] = any(sign in lowered for sign in KERNEL_SIGNS[kind])
+            found[kind] = _ran(kind, names)
             if not found[kind]:
                 missing.append(f"no {kind} kernel ran")
     return {
@@ -151,6 +152,13 @@ def kernel_check(names: list[str], technique: Technique) -> dict:
         "found": found,
         "fallback": "; ".join(missing) or None,
     }
+
+
+def _ran(kind: str, names: list[str]) -> bool:
+    lowered = [name.lower() for name in names]
+    if kind == "fused GELU":  # inductor names a fused kernel for the aten op: gelu, either form
+        return any(name.startswith(FUSED_TRITON) and "gelu" in name for name in lowered)
+    return any(sign in name for name in lowered for sign in KERNEL_SIGNS[kind])
 
 
 # Kernel name substrings, in the order they are tried, for the split of a cell's GPU time.

@@ -10,7 +10,8 @@ within its sequence (tiles shared by several short sequences), the mask built in
 once per batch outside it (``document_masks``). With ``cls_last`` the last layer is computed
 for each sequence's first token only, the one token the classification head reads: the outputs
 are the same, with about a seventh of the matrix products less. With ``epilogue`` the FFN's
-bias and GELU run in its first matrix product's epilogue (``torch._addmm_activation``).
+bias and GELU run in its first matrix product's epilogue (``torch._addmm_activation``); with
+``tanh_gelu`` the GELU takes that same tanh form as an element-wise op a compile fuses onward.
 """
 
 from __future__ import annotations
@@ -90,10 +91,12 @@ class PackedClassifier(torch.nn.Module):
         flex_block: int | None = None,
         epilogue: bool = False,
         qkv: bool = False,
+        tanh_gelu: bool = False,
     ) -> None:
         super().__init__()
         self.classifier_model = classifier
         self.cls_last, self.kernel, self.epilogue = cls_last, kernel, epilogue
+        self.tanh_gelu = tanh_gelu
         self.flex, self.flex_block = kernel == "flex", flex_block
         config = classifier.config
         self.n_heads, self.head_dim = config.n_heads, config.dim // config.n_heads
@@ -162,6 +165,8 @@ class PackedClassifier(torch.nn.Module):
             inner = torch._addmm_activation(
                 ffn.lin1.bias, hidden, ffn.lin1.weight.t(), use_gelu=True
             )
+        elif self.tanh_gelu:  # element-wise, for a compile to fuse with the next cast
+            inner = torch.nn.functional.gelu(ffn.lin1(hidden), approximate="tanh")
         else:
             inner = ffn.activation(ffn.lin1(hidden))
         return layer.output_layer_norm(ffn.lin2(inner) + hidden)

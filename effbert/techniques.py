@@ -71,7 +71,7 @@ CUDA_EXECUTIONS = ("compile_max", "graphs", "graphs_tuned")
 
 
 SHORTCUTS = ("none", "cls_last")
-FUSIONS = ("none", "epilogue", "fused")
+FUSIONS = ("none", "epilogue", "fused", "tanh_gelu")
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,10 @@ class Technique:
         fusion: ``none``; ``epilogue``: the FFN's bias and GELU applied in its first matrix
             product's epilogue (cuBLASLt; GELU's tanh form on a GPU), not as kernels of their
             own; ``fused``: that, and each layer's query, key and value projections as one
-            matrix product (both need padding-free attention and float weights).
+            matrix product (both need float weights); ``tanh_gelu``: the FFN's GELU in its
+            tanh form (the one the epilogue computes) as an element-wise op, which a compile
+            fuses with what follows it (for ``fp8s``, the cast of the second product's input).
+            All three need padding-free attention.
     """
 
     name: str
@@ -219,8 +222,9 @@ def parse(name: str) -> Technique:
             raise ValueError(
                 f"unknown technique {name!r}: choose a preset ({', '.join(TECHNIQUES)}) or join "
                 f"one precision ({', '.join(PRECISIONS)}), attention ({', '.join(ATTENTIONS)}), "
-                f"execution ({', '.join(EXECUTIONS)}) and optionally cls_last and epilogue with "
-                "'+', e.g. fp16+flash+compile or bf16+varlen_mem+graphs+cls_last+epilogue"
+                f"execution ({', '.join(EXECUTIONS)}) and optionally cls_last and a fusion "
+                f"({', '.join(FUSIONS[1:])}) with '+', e.g. fp16+flash+compile or "
+                "bf16+varlen_mem+graphs+cls_last+epilogue"
             )
         axes[axis] = token
     full = (
@@ -235,10 +239,10 @@ def parse(name: str) -> Technique:
                 f"technique {name!r}: {token} runs on packed sequences; add varlen, varlen_mem "
                 "or flex attention"
             )
-    if fusion != "none" and PRECISIONS[full[0]].get("quantize"):
+    if fusion in ("epilogue", "fused") and PRECISIONS[full[0]].get("quantize"):
         raise ValueError(
             f"technique {name!r}: the epilogue fuses GELU into a float matrix product; "
-            f"{full[0]}'s are quantized"
+            f"{full[0]}'s are quantized (tanh_gelu fuses GELU's tanh form into the next cast)"
         )
     if ATTENTIONS[full[1]].get("flex") and full[2] not in COMPILED_EXECUTIONS:
         raise ValueError(
@@ -360,6 +364,7 @@ def apply_attention(model: torch.nn.Module, technique: Technique) -> torch.nn.Mo
         flex_block=technique.flex_block,
         epilogue=technique.fusion in ("epilogue", "fused"),
         qkv=technique.fusion == "fused",
+        tanh_gelu=technique.fusion == "tanh_gelu",
     )
 
 

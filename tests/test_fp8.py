@@ -24,7 +24,7 @@ def tiny_batches(task, split_rows: int, batch_size: int, padding: str, seed: int
     return data.make_batches(models.tiny_tokenizer(), rows, batch_size, padding, 64)
 
 
-@pytest.mark.parametrize("name", ["fp8s", "fp8s+varlen_mem+cls_last"])
+@pytest.mark.parametrize("name", ["fp8s", "fp8s+varlen_mem+cls_last", "fp8s+varlen_mem+tanh_gelu"])
 def test_fp8s_quantizes_the_encoder_with_scales_from_train_rows(name):
     task = get_task("sst2")
     calibration = tiny_batches(task, 8, 1, "longest", seed=1)
@@ -79,3 +79,18 @@ def test_the_kernel_check_wants_fp8_products_for_fp8s():
     bf16_product = "nvjet_sm90_tst_192x176_64x4_1x2_h_bz_coopB_bias_TNT"
     fell_back = kernels.kernel_check([bf16_product, attention], technique)
     assert fell_back["fallback"] == "no fp8 kernel ran"
+
+
+def test_the_kernel_check_wants_tanh_gelu_fused_into_a_triton_kernel():
+    technique = techniques.parse("fp8s+varlen_mem+graphs+cls_last+tanh_gelu")
+    attention = "fmha_cutlassF_bf16_aligned_64x64_rf_sm80(PyTorchMemEffAttention"
+    product = "nvjet_sm90_qqtst_192x176_128x4_1x2_h_bz_coopB_bias_TNT"
+    fused = "triton_poi_fused__scaled_mm__to_copy_add_clamp_gelu_mul_3"
+    ran = kernels.kernel_check([product, attention, fused], technique)
+    assert ran["fallback"] is None and ran["found"]["fused GELU"]
+    alone = kernels.kernel_check(
+        [product, attention, "void at::native::GeluCUDAKernelImpl"], technique
+    )
+    assert alone["fallback"] == "no fused GELU kernel ran"
+    eager = techniques.parse("fp8s+varlen_mem+cls_last+tanh_gelu")  # no compile, nothing to fuse
+    assert "fused GELU" not in kernels.kernel_check([product, attention], eager)["found"]

@@ -66,8 +66,12 @@ def test_the_grammar_composes_the_new_axes_and_refuses_what_cannot_go_together()
     assert techniques.parse("bf16+flex32+compile").flex_block == 32
     with pytest.raises(ValueError, match="epilogue runs on packed sequences"):
         techniques.parse("bf16+epilogue")
-    with pytest.raises(ValueError, match="quantized"):
+    with pytest.raises(ValueError, match="quantized .tanh_gelu"):
         techniques.parse("fp8+varlen+epilogue")
+    tanh = techniques.parse("fp8s+varlen_mem+graphs+cls_last+tanh_gelu")
+    assert (tanh.quantize, tanh.fusion) == ("fp8_static", "tanh_gelu")
+    with pytest.raises(ValueError, match="tanh_gelu runs on packed sequences"):
+        techniques.parse("fp8s+tanh_gelu")
     assert "shortcut, fusion" in techniques.spelling_problem("bf16+varlen+epilogue+cls_last")
 
 

@@ -173,6 +173,34 @@ def test_padding_free_logits_match_the_padded_model(technique):
     np.testing.assert_allclose(got, expected, atol=tolerance)
 
 
+def ffn_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if hasattr(m, "activation") and hasattr(m, "lin1")]
+
+
+def test_tanh_gelu_is_the_padded_model_with_gelus_tanh_form():
+    """``tanh_gelu`` changes the FFN's activation to GELU's tanh form and nothing else: its
+    logits are the padded model's with that activation, and differ from the exact GELU's.
+    (The first FFN weights are scaled up so that the two forms differ beyond rounding.)"""
+    task = get_task("mrpc")
+    rows = data.load_split(task, "synthetic", max_samples=37)
+    tokenizer = models.tiny_tokenizer()
+    cpu = torch.device("cpu")
+    padded = models.prepare(models.TINY_RANDOM, task, techniques.parse("fp32"), cpu)
+    chosen = models.prepare(
+        models.TINY_RANDOM, task, techniques.parse("fp32+varlen+tanh_gelu"), cpu
+    )
+    with torch.no_grad():
+        for ffn in ffn_layers(padded.model) + ffn_layers(chosen.model):
+            ffn.lin1.weight.mul_(40.0)
+    batches = data.make_batches(tokenizer, rows, 8, "longest", 64)
+    exact = padded.predict(batches, len(rows))
+    for ffn in ffn_layers(padded.model):
+        ffn.activation = torch.nn.GELU(approximate="tanh")
+    expected = padded.predict(batches, len(rows))
+    got = chosen.predict(data.make_batches(tokenizer, rows, 8, "packed", 64), len(rows))
+    assert abs(got - expected).max() < abs(got - exact).max() / 20
+
+
 def test_packing_refuses_left_padded_inputs():
 
     ids = torch.tensor([[0, 5, 6], [7, 8, 9]])
