@@ -372,15 +372,21 @@ def shard_values(values: dict[str, Any], shard: str) -> dict[str, Any]:
             f"shard {shard}: the profile has {len(tasks)} tasks, so shard {index} of {count} "
             f"would hold none; use at most {len(tasks)} shards"
         )
+    return cut_to_tasks(values, mine)
+
+
+def cut_to_tasks(values: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
+    """A profile's values for ``tasks`` only: each combination's task list cut to them, and a
+    combination left with none dropped (a shard, or ``tasks`` given on the command line)."""
     combinations = []
     for combination in values.get("combinations", []):
         if isinstance(combination, dict) and isinstance(combination.get("tasks"), list):
-            only = [t for t in combination["tasks"] if t in mine]
+            only = [t for t in combination["tasks"] if t in tasks]
             if only:
                 combinations.append({**combination, "tasks": only})
         else:
             combinations.append(combination)
-    return {**values, "tasks": mine, "combinations": combinations}
+    return {**values, "tasks": tasks, "combinations": combinations}
 
 
 def load(
@@ -394,6 +400,8 @@ def load(
         shard: ``I/N``: this host's share of the profile's tasks (``shard_values``).
     """
     values = {**read(name_or_path, strict=inputs), **overrides}
+    if isinstance(overrides.get("tasks"), list):
+        values = cut_to_tasks(values, overrides["tasks"])
     if shard:
         values = shard_values(values, shard)
     return validate(values, cfg.project_relative(cfg.profile_path(name_or_path)), inputs)

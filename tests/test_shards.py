@@ -56,3 +56,19 @@ def test_two_shards_copied_together_hold_one_runs_cells_and_analyse(tmp_path):
     assert recorded == planned_ids()
     runs = runner.run_profile("smoke", union, only=["90"])
     assert [r.status for r in runs if r.stem.startswith("90")] == ["ok"]
+
+
+def test_tasks_given_on_the_command_line_cut_the_combinations_like_a_shard(tmp_path):
+    """``--tasks cola`` on a profile with an SST-2-only combination runs the rest, as a shard
+    would, instead of refusing the combination."""
+    text = (profiles.cfg.profile_path("smoke")).read_text()
+    profile = tmp_path / "narrow.yaml"
+    profile.write_text(
+        text.split("combinations:")[0]
+        + "combinations:\n  - {technique: fp32, batch_size: 8}\n"
+        + "  - {technique: fp16, batch_size: 8, tasks: [sst2]}\n"
+    )
+    assert len(profiles.load(profile).combinations) == 2
+    narrowed = profiles.load(profile, tasks=["mrpc"])
+    assert narrowed.tasks == ["mrpc"] and len(narrowed.combinations) == 1
+    assert profiles.load(profile, tasks=["sst2"]).combinations[1]["tasks"] == ["sst2"]
