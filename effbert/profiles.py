@@ -372,21 +372,23 @@ def shard_values(values: dict[str, Any], shard: str) -> dict[str, Any]:
             f"shard {shard}: the profile has {len(tasks)} tasks, so shard {index} of {count} "
             f"would hold none; use at most {len(tasks)} shards"
         )
-    return cut_to_tasks(values, mine)
+    left_out = {t for t in tasks if t not in mine} if isinstance(tasks, list) else set()
+    return {**without_tasks(values, left_out), "tasks": mine}
 
 
-def cut_to_tasks(values: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
-    """A profile's values for ``tasks`` only: each combination's task list cut to them, and a
-    combination left with none dropped (a shard, or ``tasks`` given on the command line)."""
+def without_tasks(values: dict[str, Any], left_out: set[str]) -> dict[str, Any]:
+    """A profile's combinations without the tasks ``left_out`` of this run (a shard, or
+    ``tasks`` given on the command line): each task list cut, a list left empty dropped. A
+    name that is none of the profile's tasks stays, for the check to refuse."""
     combinations = []
     for combination in values.get("combinations", []):
         if isinstance(combination, dict) and isinstance(combination.get("tasks"), list):
-            only = [t for t in combination["tasks"] if t in tasks]
+            only = [t for t in combination["tasks"] if t not in left_out]
             if only:
                 combinations.append({**combination, "tasks": only})
         else:
             combinations.append(combination)
-    return {**values, "tasks": tasks, "combinations": combinations}
+    return {**values, "combinations": combinations}
 
 
 def load(
@@ -399,9 +401,10 @@ def load(
             names; off where only its records are read (analysis on another machine).
         shard: ``I/N``: this host's share of the profile's tasks (``shard_values``).
     """
-    values = {**read(name_or_path, strict=inputs), **overrides}
-    if isinstance(overrides.get("tasks"), list):
-        values = cut_to_tasks(values, overrides["tasks"])
+    from_file = read(name_or_path, strict=inputs)
+    values = {**from_file, **overrides}
+    if isinstance(overrides.get("tasks"), list) and isinstance(from_file.get("tasks"), list):
+        values = without_tasks(values, set(from_file["tasks"]) - set(overrides["tasks"]))
     if shard:
         values = shard_values(values, shard)
     return validate(values, cfg.project_relative(cfg.profile_path(name_or_path)), inputs)

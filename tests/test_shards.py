@@ -72,3 +72,7 @@ def test_tasks_given_on_the_command_line_cut_the_combinations_like_a_shard(tmp_p
     narrowed = profiles.load(profile, tasks=["mrpc"])
     assert narrowed.tasks == ["mrpc"] and len(narrowed.combinations) == 1
     assert profiles.load(profile, tasks=["sst2"]).combinations[1]["tasks"] == ["sst2"]
+    typo = tmp_path / "typo.yaml"  # a task none of the profile's: refused, not dropped
+    typo.write_text(profile.read_text().replace("tasks: [sst2]", "tasks: [sts2]"))
+    with pytest.raises(profiles.ProfileError, match=r"combinations\[1\].tasks is \['sts2'\]"):
+        profiles.load(typo, tasks=["mrpc"])
