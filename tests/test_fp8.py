@@ -94,3 +94,25 @@ def test_the_kernel_check_wants_tanh_gelu_fused_into_a_triton_kernel():
     assert alone["fallback"] == "no fused GELU kernel ran"
     eager = techniques.parse("fp8s+varlen_mem+cls_last+tanh_gelu")  # no compile, nothing to fuse
     assert "fused GELU" not in kernels.kernel_check([product, attention], eager)["found"]
+
+
+def test_the_ffn_epilogue_probe_block_is_the_float_ffn_within_fp8_error():
+    """scripts/probe_ffn_epilogue.py times this block on a GPU; on a CPU, check that it
+    computes the FFN it stands for (static FP8 products around tanh GELU)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "probe_ffn_epilogue.py"
+    spec = importlib.util.spec_from_file_location("probe_ffn_epilogue", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    x = torch.randn(16, probe.DIM, dtype=torch.bfloat16)
+    block = probe.FP8FFN(x)
+    torch.manual_seed(0)  # the same float weights FP8FFN drew
+    lin1 = torch.nn.Linear(probe.DIM, probe.HIDDEN).to(torch.bfloat16)
+    lin2 = torch.nn.Linear(probe.HIDDEN, probe.DIM).to(torch.bfloat16)
+    with torch.inference_mode():
+        got = block(x).float()
+        expected = lin2(torch.nn.functional.gelu(lin1(x), approximate="tanh")).float()
+    assert set(probe.VARIANTS) == {"cublas", "triton", "either"}
+    assert (got - expected).norm() / expected.norm() < 0.1
