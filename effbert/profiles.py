@@ -403,8 +403,9 @@ def load(
     """
     from_file = read(name_or_path, strict=inputs)
     values = {**from_file, **overrides}
-    if isinstance(overrides.get("tasks"), list) and isinstance(from_file.get("tasks"), list):
-        values = without_tasks(values, set(from_file["tasks"]) - set(overrides["tasks"]))
+    file_tasks = from_file.get("tasks", PARAMS["tasks"].default_factory())
+    if isinstance(overrides.get("tasks"), list) and isinstance(file_tasks, list):
+        values = without_tasks(values, set(file_tasks) - set(overrides["tasks"]))
     if shard:
         values = shard_values(values, shard)
     return validate(values, cfg.project_relative(cfg.profile_path(name_or_path)), inputs)

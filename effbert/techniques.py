@@ -96,10 +96,9 @@ class Technique:
         fusion: ``none``; ``epilogue``: the FFN's bias and GELU applied in its first matrix
             product's epilogue (cuBLASLt; GELU's tanh form on a GPU), not as kernels of their
             own; ``fused``: that, and each layer's query, key and value projections as one
-            matrix product (both need float weights); ``tanh_gelu``: the FFN's GELU in its
-            tanh form (the one the epilogue computes) as an element-wise op, which a compile
-            fuses with what follows it (for ``fp8s``, the cast of the second product's input).
-            All three need padding-free attention.
+            matrix product (both need float weights); ``tanh_gelu``: GELU's tanh form as an
+            element-wise op a compile fuses onward (``fp8s``: into the next FP8 cast). All three
+            need padding-free attention.
     """
 
     name: str
